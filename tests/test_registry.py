@@ -1,0 +1,81 @@
+"""The catalog as data: listing, naming and describing models without TensorFlow."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.errors import UnknownModelError
+from zoo.registry import resolve, specs
+
+KERAS_CONSTRUCTORS = 40
+
+
+def test_listing_and_describing_never_import_tensorflow_or_keras():
+    code = ("import sys, zoo; zoo.list_models(); zoo.list_models('resnet*', pretrained=True); "
+            "zoo.model_info('resnet50'); zoo.families(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_keras_applications_constructor_has_an_imagenet_tag():
+    keras_specs = [s for s in specs() if s.source == "keras.applications"]
+    assert len(keras_specs) == KERAS_CONSTRUCTORS
+    assert len({s.builder_kwargs["constructor"] for s in keras_specs}) == KERAS_CONSTRUCTORS
+    for spec in keras_specs:
+        (weight,) = spec.weights
+        assert weight.tag == "imagenet" and weight.num_classes == 1000 and weight.license
+        assert weight.url.endswith(".h5") and "notop" in weight.file_name.replace("no_top", "notop")
+        assert set(spec.stages) <= {4, 8, 16, 32} and len(spec.stages) == 4, spec.arch
+        assert spec.first_conv
+
+
+def test_catalog_matches_the_file_names_urls_and_hashes_keras_uses():
+    """The shared record read from keras 3.15.1's own modules (no network needed)."""
+    record = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "keras_applications_weights.json"
+    if not record.exists():
+        pytest.skip("../shared/data is not beside this checkout")
+    expected = {c: a for c, top, a in json.loads(record.read_text()) if not top}
+    for spec in specs():
+        if spec.source != "keras.applications":
+            continue
+        want, got = expected[spec.builder_kwargs["constructor"]], spec.weights[0]
+        assert (got.file_name, got.url, got.file_hash, got.cache_subdir) == (
+            want["fname"], want["origin"], want["file_hash"], want["cache_subdir"]), spec.arch
+
+
+def test_list_models_filters_by_pattern_pretrained_and_family():
+    assert zoo.list_models("efficientnet_b*", pretrained=True) == [f"efficientnet_b{i}.imagenet" for i in range(8)]
+    assert zoo.list_models("resnet5*", pretrained=True) == ["resnet50.imagenet", "resnet50v2.imagenet"]
+    assert zoo.list_models(family="convnext") == [f"convnext_{s}.imagenet" for s in
+                                                  ["base", "large", "small", "tiny", "xlarge"]]
+    assert zoo.list_models("no_such_thing*") == []
+    everything = zoo.list_models()
+    assert set(zoo.list_models(pretrained=True)) | set(zoo.list_models(pretrained=False)) == set(everything)
+
+
+def test_bare_arch_resolves_to_its_default_tag():
+    spec, weight = resolve("resnet50")
+    assert (spec.arch, weight.tag) == ("resnet50", "imagenet")
+    assert zoo.model_info("resnet50")["name"] == "resnet50.imagenet"
+
+
+def test_model_info_describes_weights_and_says_when_keras_has_no_hash():
+    info = zoo.model_info("mobilenetv2.imagenet")
+    assert info["weights"]["file_hash"] is None
+    assert "no hash" in info["weights"]["verification"]
+    info = zoo.model_info("efficientnet_b0")
+    assert info["input_size"] == (224, 224, 3) and info["preprocessing"] == "builtin"
+    assert info["weights"]["verification"] == "md5" and info["weights"]["dataset"] == "imagenet-1k"
+    assert zoo.model_info("convnext_tiny")["weights"]["verification"] == "sha256"
+
+
+def test_unknown_names_and_tags_suggest_what_to_do():
+    with pytest.raises(UnknownModelError, match="did you mean resnet50"):
+        resolve("resnt50")
+    with pytest.raises(UnknownModelError, match="its tags: imagenet"):
+        resolve("resnet50.laion")
+    assert isinstance(UnknownModelError("x"), zoo.ZooError)

@@ -1,0 +1,1 @@
+"""Layer 3: hyperparameter search over zoo models with keras-tuner."""

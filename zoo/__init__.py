@@ -1,0 +1,30 @@
+"""keras-zoo: a model zoo and transfer-learning package on Keras 3.
+
+Listing and describing the catalog never imports TensorFlow; the names that need it are imported
+on first use.
+
+Example:
+    >>> import zoo
+    >>> zoo.list_models("efficientnet_b0*")
+    ['efficientnet_b0.imagenet']
+    >>> model = zoo.create_model("efficientnet_b0.imagenet", num_classes=5)
+"""
+import importlib
+
+from zoo.errors import ZooError
+from zoo.registry import families, list_models, model_info
+
+__version__ = "0.1.0"
+
+_LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory"}
+_SUBMODULES = {"data", "weights", "factory", "registry", "errors"}
+
+__all__ = ["ZooError", "create_model", "families", "list_models", "load_model", "model_info"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"zoo.{name}")
+    raise AttributeError(f"module 'zoo' has no attribute '{name}'")

@@ -1,0 +1,551 @@
+"""One loader for every image source, matched to the model: ``load``.
+
+    >>> train, val, test, info = load("digits", classes=[5, 6, 7, 8, 9], per_class=4)
+    >>> info.num_classes, info.num_examples["train"], info.input_shape
+    (5, 20, (8, 8, 1))
+
+Sources: ``"digits"`` (scikit-learn's bundled 8x8 digits: real data, no network),
+``"tfds:NAME[/CONFIG]"``, a folder with one sub-folder per class, arrays ``(x, y)`` (or
+``((x, y), (x, y))`` train/test as ``keras.datasets`` gives them) and a ``tf.data.Dataset`` of
+(image, label). Each split is a batched, prefetched ``tf.data.Dataset`` of (float32 image in
+0-255, int32 label): normalisation stays inside the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo.errors import DataError, InvalidArgumentError
+
+SPLITS = ("train", "validation", "test")
+AUGMENT_PRESETS = ("none", "light", "strong")
+AUTOTUNE = tf.data.AUTOTUNE
+# Channels a model gets by default from images with 1 to 4 channels: alpha is dropped.
+_DEFAULT_CHANNELS = {1: 1, 2: 1, 3: 3, 4: 3}
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What ``load`` knows about the data besides the datasets.
+
+    >>> info.class_names[:2], info.num_examples
+    (('5', '6'), {'train': 20, 'validation': 18, 'test': 18})
+    """
+
+    source: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    num_examples: dict[str, int]  # per split: "train", "validation", "test"
+    image_size: tuple[int, int]
+    channels: int
+    skipped: tuple[str, ...] = ()  # files left out because they do not decode as images
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels): what ``zoo.create_model(input_shape=...)`` takes."""
+        return (*self.image_size, self.channels)
+
+
+@dataclass
+class _Part:
+    """One split of a source: ``select(idx)`` yields its (raw image, label) pairs at positions
+    ``idx`` (None: all of them), in the source's order."""
+
+    size: int
+    select: Callable[[np.ndarray | None], tf.data.Dataset]
+    read_labels: Callable[[], np.ndarray]
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        return self.read_labels()
+
+
+@dataclass
+class _Source:
+    name: str
+    parts: dict[str, _Part]  # "train", plus "validation" and "test" where the source has them
+    class_names: tuple[str, ...] | None  # None: numbered from the labels
+    shape: tuple  # (height, width, channels) of the raw images; None where it varies
+    decode: Callable[[tf.Tensor], tf.Tensor] | None = None  # raw element -> image
+    paths: np.ndarray | None = None  # files, each decoded once up front to weed out bad ones
+
+
+def load(
+    source: Any,
+    *,
+    model: keras.Model | None = None,
+    image_size: tuple[int, int] | int | None = None,
+    channels: int | None = None,
+    batch_size: int = 32,
+    augment: str = "none",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    classes: Sequence[int | str] | None = None,
+    per_class: int | None = None,
+    num_classes: int | None = None,
+    splits: Sequence[str | None] | None = None,
+    shuffle: bool = True,
+    cache: bool = True,
+    strict: bool = False,
+    data_dir: str | None = None,
+) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    """Train, validation and test datasets of (float32 0-255 image, int32 label), and a DataInfo.
+
+    The source's own validation/test splits are used where it has them; missing ones are cut
+    from train with ``seed``, stratified by class. ``model=`` sets the image size and channels
+    (grayscale is repeated to RGB, RGB turned to luminance, alpha dropped). ``classes`` keeps a
+    subset (names or label ids, relabelled 0..k-1); ``per_class`` keeps that many training
+    examples per class. ``augment`` ("light", "strong") changes the training split only.
+    ``splits`` names tfds splits for (train, validation, test), e.g.
+    ``("train[:80%]", "train[80%:90%]", "train[90%:]")``. Files that do not decode are skipped
+    with a warning, or refused with ``strict=True``.
+
+        train, val, test, info = load("tfds:tf_flowers", model=model, batch_size=32)
+        train, val, test, info = load("path/to/images", image_size=(160, 160), augment="light")
+    """
+    if augment not in AUGMENT_PRESETS:
+        raise InvalidArgumentError(f"augment={augment!r} is not a preset: use one of {AUGMENT_PRESETS}")
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+        raise InvalidArgumentError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and sum to less than 1"
+        )
+    src = _open(source, splits, data_dir)
+    names = _class_names(src, num_classes)
+    ids = _class_ids(src, names, classes)
+    chosen = _choose(src, ids, len(names), val_fraction, test_fraction, seed, per_class)
+    skipped: tuple[str, ...] = ()
+    if src.paths is not None:
+        chosen, skipped = _drop_undecodable(src, chosen, strict)
+    size, channels = _target(src, model, image_size, channels)
+    label_map = None
+    if len(ids) < len(names):
+        label_map = np.full(len(names), -1, np.int32)
+        label_map[ids] = np.arange(len(ids))
+    prepare = _preparer(src.decode, label_map, size, channels)
+    layers = _augmentation(augment, seed)
+    datasets = [
+        _pipeline(*chosen[split], prepare, train=split == "train", shuffle=shuffle, cache=cache,
+                  seed=seed, batch_size=batch_size, layers=layers)
+        for split in SPLITS
+    ]
+    info = DataInfo(
+        source=src.name,
+        num_classes=len(ids),
+        class_names=tuple(names[i] for i in ids),
+        num_examples={s: part.size if idx is None else len(idx) for s, (part, idx) in chosen.items()},
+        image_size=size,
+        channels=channels,
+        skipped=skipped,
+    )
+    return (*datasets, info)
+
+
+# Sources -----------------------------------------------------------------------------------
+
+
+def _open(source: Any, splits: Sequence[str | None] | None, data_dir: str | None) -> _Source:
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return _tfds(source[len("tfds:"):], splits, data_dir)
+    if splits is not None or data_dir is not None:
+        raise InvalidArgumentError("splits= and data_dir= apply to 'tfds:NAME' sources only")
+    if isinstance(source, tf.data.Dataset):
+        return _dataset(source)
+    if isinstance(source, (tuple, list)):
+        return _arrays(source)
+    if isinstance(source, np.ndarray):
+        raise DataError("an array alone has no labels: pass (x, y), images and one integer label per image")
+    if source == "digits":
+        return _digits()
+    if isinstance(source, (str, Path)):
+        return _folder(Path(source))
+    raise DataError(
+        f"cannot load a {type(source).__name__}: give 'digits', 'tfds:NAME', a folder of class "
+        "sub-folders, (x, y) arrays or a tf.data.Dataset of (image, label)"
+    )
+
+
+def _digits() -> _Source:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # bundled with scikit-learn: 1797 8x8 images with values 0-16
+    x = (digits.images * (255 / 16)).astype(np.float32)
+    part, shape = _array_part(x, digits.target)
+    return _Source("digits", {"train": part}, tuple(str(i) for i in range(10)), shape)
+
+
+def _arrays(pairs: Sequence) -> _Source:
+    if len(pairs) == 2 and not isinstance(pairs[0], (tuple, list)):
+        pairs = [pairs]  # a single (x, y)
+    names = {1: SPLITS[:1], 2: ("train", "test"), 3: SPLITS}.get(len(pairs))
+    if names is None or any(not isinstance(p, (tuple, list)) or len(p) != 2 for p in pairs):
+        raise DataError(
+            "pass arrays as (x, y), as ((x, y), (x, y)) for train and test like keras.datasets, "
+            "or as ((x, y), (x, y), (x, y)) for train, validation and test"
+        )
+    parts, shapes = {}, set()
+    for name, (x, y) in zip(names, pairs):
+        parts[name], shape = _array_part(x, y)
+        shapes.add(shape)
+    if len(shapes) > 1:
+        raise DataError(f"the splits' images differ in shape {sorted(shapes)}: give images of one shape")
+    return _Source("arrays", parts, None, shapes.pop())
+
+
+def _array_part(x: Any, y: Any) -> tuple[_Part, tuple]:
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # keras.datasets.cifar10 gives labels as (n, 1)
+    if len(x) != len(y):
+        raise DataError(f"x holds {len(x)} images but y holds {len(y)} labels: give one label per image")
+    if x.ndim not in (3, 4):
+        raise DataError(f"x has shape {x.shape}: give images as (n, height, width[, channels])")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(
+            f"y has shape {y.shape} and dtype {y.dtype}: give one integer class id per image "
+            "(for one-hot labels, y.argmax(-1))"
+        )
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+        if x.size and 0 <= x.min() and x.max() <= 1:
+            warnings.warn("x lies in [0, 1] but models expect 0-255 images: pass x * 255", stacklevel=4)
+    if x.ndim == 3:
+        x = x[..., None]
+
+    def select(idx: np.ndarray | None) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices((x, y) if idx is None else (x[idx], y[idx]))
+
+    return _Part(len(y), select, lambda: y), x.shape[1:]
+
+
+def _dataset(ds: tf.data.Dataset) -> _Source:
+    spec = ds.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
+        raise DataError(f"a tf.data.Dataset source must yield (image, label) pairs; this one yields {spec}")
+    if ds.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise DataError("the tf.data.Dataset repeats forever: pass it without .repeat()")
+    if spec[0].shape.rank == 4:  # batched
+        ds = ds.unbatch()
+    image, label = ds.element_spec
+    if image.shape.rank not in (2, 3) or label.shape.rank != 0 or not label.dtype.is_integer:
+        raise DataError(
+            f"a tf.data.Dataset source must yield (image of shape (h, w[, c]), integer label); "
+            f"this one yields {ds.element_spec}"
+        )
+    shape = tuple(image.shape) if image.shape.rank == 3 else (*image.shape, 1)
+    return _Source("tf.data.Dataset", {"train": _dataset_part(ds)}, None, shape)
+
+
+def _dataset_part(ds: tf.data.Dataset, labels_from: tf.data.Dataset | None = None) -> _Part:
+    """A part read from a dataset in a fixed order; ``labels_from`` yields the same labels faster."""
+
+    def select(idx: np.ndarray | None) -> tf.data.Dataset:
+        if idx is None:
+            return ds
+        keep = np.zeros(idx.max() + 1 if len(idx) else 0, bool)
+        keep[idx] = True
+        return ds.take(len(keep)).enumerate().filter(lambda i, pair: keep[i]).map(lambda i, pair: pair)
+
+    def read_labels() -> np.ndarray:
+        batches = (labels_from or ds).map(lambda image, label: label).batch(65536)
+        return np.concatenate([np.zeros(0, np.int64), *batches.as_numpy_iterator()])
+
+    return _Part(int(ds.cardinality()), select, read_labels)
+
+
+def _tfds(name: str, splits: Sequence[str | None] | None, data_dir: str | None) -> _Source:
+    import tensorflow_datasets as tfds
+
+    def read(split: str, **kwargs: Any) -> tuple[tf.data.Dataset, Any]:
+        try:
+            return tfds.load(name, split=split, as_supervised=True, shuffle_files=False,
+                             with_info=True, data_dir=data_dir, **kwargs)
+        except Exception as err:  # tfds raises many kinds: unknown name or split, no network, ...
+            raise DataError(
+                f"tfds:{name} split {split!r} does not load ({type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0]}): check the name with tfds.list_builders() and "
+                f"the splits with tfds.builder({name!r}).info.splits; without network only datasets "
+                "already prepared in data_dir load"
+            ) from err
+
+    train, val, test = (*splits, None, None)[:3] if splits is not None else ("train", None, None)
+    if not train:
+        raise InvalidArgumentError("splits= needs a training split first, e.g. ('train[:90%]', None, 'test')")
+    ds, info = read(train)
+    if splits is None:  # the source's own splits
+        val = "validation" if "validation" in info.splits else None
+        test = "test" if "test" in info.splits else None
+    names = getattr(info.features[info.supervised_keys[1]], "names", None) if info.supervised_keys else None
+    if not names:
+        raise DataError(f"tfds:{name} has no (image, class label) pairs: pick an image classification dataset")
+    image_key = info.supervised_keys[0]
+    skip = {image_key: tfds.decode.SkipDecoding()}  # labels without decoding the images
+
+    def part(split: str, ds: tf.data.Dataset | None = None) -> _Part:
+        return _dataset_part(ds or read(split)[0], read(split, decoders=skip)[0])
+
+    parts = {"train": part(train, ds)}
+    parts.update({s: part(v) for s, v in (("validation", val), ("test", test)) if v})
+    return _Source(f"tfds:{name}", parts, tuple(names), tuple(info.features[image_key].shape))
+
+
+def _folder(root: Path) -> _Source:
+    if not root.is_dir():
+        raise DataError(
+            f"{root} is not a folder: give 'digits', 'tfds:NAME' or a folder with one sub-folder per class"
+        )
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(
+            f"{root} holds {len(classes)} class folder(s): put each class's images in a sub-folder "
+            f"of its own (at least two classes), e.g. {root / 'cats'}/1.jpg and {root / 'dogs'}/1.jpg"
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        files = sorted(
+            str(f) for f in folder.rglob("*")
+            if f.is_file() and not any(p.startswith(".") for p in f.relative_to(folder).parts)
+        )
+        if not files:
+            raise DataError(f"class folder {folder} holds no images: add some or remove the folder")
+        paths += files
+        labels += [label] * len(files)
+    part, _ = _array_part(np.array(paths)[:, None, None], np.array(labels))
+    return _Source(str(root), {"train": part}, tuple(classes), (None, None, None),
+                   decode=lambda path: _decode_file(path[0, 0]), paths=np.array(paths))
+
+
+def _decode_file(path: tf.Tensor) -> tf.Tensor:
+    return tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+
+
+# Classes and splits ------------------------------------------------------------------------
+
+
+def _class_names(src: _Source, num_classes: int | None) -> tuple[str, ...]:
+    if src.class_names is not None:
+        if num_classes not in (None, len(src.class_names)):
+            raise InvalidArgumentError(
+                f"num_classes={num_classes} but {src.name} has {len(src.class_names)} classes: "
+                "leave num_classes out, or keep a subset with classes="
+            )
+        return src.class_names
+    labels = np.concatenate([part.labels for part in src.parts.values()])
+    if not len(labels):
+        raise DataError(f"{src.name} holds no examples")
+    bad = labels[(labels < 0) | (labels >= (num_classes or np.inf))]
+    if len(bad):
+        within = f"0..{num_classes - 1} (num_classes={num_classes})" if num_classes else "0 or more"
+        raise DataError(f"label {bad[0]} in {src.name} is outside {within}: labels are class ids 0..n-1")
+    return tuple(str(i) for i in range(num_classes or int(labels.max()) + 1))
+
+
+def _class_ids(src: _Source, names: tuple[str, ...], classes: Sequence[int | str] | None) -> np.ndarray:
+    if classes is None:
+        return np.arange(len(names))
+    by_name = {n: i for i, n in enumerate(names)}
+    ids = []
+    for c in classes:
+        i = int(c) if isinstance(c, (int, np.integer)) else by_name.get(c, -1)
+        if not 0 <= i < len(names):
+            raise DataError(f"{src.name} has no class {c!r}: its classes are {', '.join(names[:20])}")
+        ids.append(i)
+    if len(set(ids)) != len(ids) or len(ids) < 2:
+        raise InvalidArgumentError(f"classes={list(classes)} must name at least two different classes")
+    return np.array(ids)
+
+
+def _choose(
+    src: _Source, ids: np.ndarray, total: int, val_fraction: float, test_fraction: float,
+    seed: int, per_class: int | None,
+) -> dict[str, tuple[_Part, np.ndarray | None]]:
+    """The (part, positions) each split reads; positions None: the whole part."""
+
+    def pick(part: _Part) -> np.ndarray | None:
+        return None if len(ids) == total else np.flatnonzero(np.isin(part.labels, ids))
+
+    train = src.parts["train"]
+    chosen = {s: (src.parts[s], pick(src.parts[s])) for s in SPLITS[1:] if s in src.parts}
+    missing = [s for s in SPLITS[1:] if s not in src.parts]
+    idx = pick(train)
+    if missing:
+        idx = np.arange(len(train.labels)) if idx is None else idx
+        fractions = {"validation": val_fraction, "test": test_fraction}
+        idx, *held_out = (idx[p] for p in _stratified(train.labels[idx], [fractions[s] for s in missing], seed))
+        chosen.update({s: (train, i) for s, i in zip(missing, held_out)})
+    if per_class is not None:
+        idx = _per_class(np.arange(len(train.labels)) if idx is None else idx, train.labels, per_class)
+    chosen["train"] = (train, idx)
+    return {s: chosen[s] for s in SPLITS}
+
+
+def _stratified(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Positions 0..n-1 as [rest, part_1, ...] with part_i ~ fractions[i] of n; every part has each
+    class in proportion, and no position is in two parts.
+
+    >>> [len(p) for p in _stratified(np.repeat([0, 1], 10), [0.1, 0.2], seed=0)]
+    [14, 2, 4]
+    """
+    order = np.random.default_rng(seed).permutation(len(labels))
+    rank = np.empty(len(labels))  # where each example falls within its class, 0..1
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+    order = order[np.argsort(rank[order], kind="stable")]  # classes interleaved in proportion
+    cuts = np.cumsum(np.round(np.asarray(fractions) * len(labels)).astype(int))
+    *held_out, rest = np.split(order, cuts)
+    return [rest, *held_out]
+
+
+def _per_class(idx: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` positions of each class in ``idx``, in ``idx``'s order."""
+    own = labels[idx]
+    keep = [np.flatnonzero(own == c)[:n] for c in np.unique(own)]
+    if min(map(len, keep)) < n:
+        warnings.warn(f"per_class={n}: some classes have only {min(map(len, keep))} training examples", stacklevel=4)
+    return idx[np.sort(np.concatenate(keep))]
+
+
+def _drop_undecodable(
+    src: _Source, chosen: dict[str, tuple[_Part, np.ndarray]], strict: bool
+) -> tuple[dict[str, tuple[_Part, np.ndarray]], tuple[str, ...]]:
+    """Decode each chosen file once, with the pipeline's own decoder, so that none fails mid-epoch;
+    learn the images' common size and channels on the way."""
+    every = np.unique(np.concatenate([idx for _, idx in chosen.values()]))
+    ds = tf.data.Dataset.from_tensor_slices(src.paths[every]).enumerate()
+    ds = ds.map(lambda i, path: (i, tf.shape(_decode_file(path))), num_parallel_calls=AUTOTUNE)
+    found = [*ds.ignore_errors().batch(4096).as_numpy_iterator()]
+    good = every[np.concatenate([np.zeros(0, np.int64), *(i for i, _ in found)])]
+    shapes = np.concatenate([np.zeros((0, 3), np.int32), *(s for _, s in found)])
+    src.shape = tuple(int(col[0]) if len(set(col)) == 1 else None for col in shapes.T) or src.shape
+    skipped = tuple(src.paths[np.setdiff1d(every, good)])
+    if skipped:
+        listed = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        message = f"{len(skipped)} file(s) in {src.name} do not decode as images (PNG, JPEG, GIF, BMP, WebP): {listed}"
+        if strict:
+            raise DataError(f"{message}; remove them, or leave strict=False to skip them")
+        warnings.warn(f"{message}; skipped them (strict=True refuses them)", stacklevel=3)
+    return {s: (part, idx[np.isin(idx, good)]) for s, (part, idx) in chosen.items()}, skipped
+
+
+# Matching the model ------------------------------------------------------------------------
+
+
+def _target(src: _Source, model: keras.Model | None, image_size: Any, channels: int | None) -> tuple[tuple[int, int], int]:
+    """The (height, width) and channels to feed: the model's, else the arguments', else the source's."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    height = width = want = None
+    if model is not None:
+        shape = model.input_shape
+        if not (isinstance(shape, tuple) and len(shape) == 4 and all(isinstance(d, (int, type(None))) for d in shape)):
+            raise InvalidArgumentError(
+                f"model takes inputs of shape {shape}: load feeds one image input (batch, height, width, channels)"
+            )
+        _, height, width, want = shape
+    if image_size is not None and None not in (height, width) and tuple(image_size) != (height, width):
+        raise InvalidArgumentError(
+            f"image_size={tuple(image_size)} conflicts with the model's input size {(height, width)}: leave image_size out"
+        )
+    if channels is not None and want is not None and channels != want:
+        raise InvalidArgumentError(f"channels={channels} conflicts with the model's {want} input channels: leave channels out")
+    size = tuple(image_size) if image_size is not None else (height, width) if None not in (height, width) else src.shape[:2]
+    if None in size:
+        raise DataError(f"the images in {src.name} differ in size: pass image_size=(height, width) or model=")
+    channels = channels or want or _DEFAULT_CHANNELS.get(src.shape[2], 3)
+    if channels not in (1, 3) and channels != src.shape[2]:
+        raise InvalidArgumentError(f"channels={channels}: images convert to 1 or 3 channels only")
+    return (int(size[0]), int(size[1])), int(channels)
+
+
+def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """Grayscale to RGB by repeating, RGB to grayscale by luminance; alpha is dropped."""
+    have = image.shape[-1]
+    if have is None:  # a decoded file: known per image only
+        return tf.cond(
+            tf.shape(image)[-1] < 3,
+            lambda: _to_channels(tf.ensure_shape(image[..., :1], [None, None, 1]), channels),
+            lambda: _to_channels(tf.ensure_shape(image[..., :3], [None, None, 3]), channels),
+        )
+    if have == channels:
+        return image
+    if have in (2, 4):
+        return _to_channels(image[..., : have - 1], channels)
+    return tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
+
+
+def _preparer(decode: Callable | None, label_map: np.ndarray | None, size: tuple[int, int], channels: int) -> Callable:
+    """The per-example map: decode, fix channels, resize. uint8 images stay uint8 (4x less to cache)."""
+
+    def prepare(raw: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = decode(raw) if decode else raw
+        image = _to_channels(image, channels)
+        if tuple(image.shape[:2]) != size:
+            resized = tf.image.resize(image, size)
+            image = tf.saturate_cast(tf.round(resized), tf.uint8) if image.dtype == tf.uint8 else resized
+        label = tf.cast(label, tf.int32) if label_map is None else tf.gather(label_map, label)
+        return image, label
+
+    return prepare
+
+
+# Pipeline ----------------------------------------------------------------------------------
+
+
+def _augmentation(preset: str, seed: int) -> list[keras.layers.Layer]:
+    """Keras random layers: horizontal flip, random resized crop (zoom in), rotation, contrast;
+    "strong" adds RandAugment."""
+    if preset == "none":
+        return []
+    strong = preset == "strong"
+    layers = [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        keras.layers.RandomZoom((-0.4 if strong else -0.2, 0.0), seed=seed + 1),
+        keras.layers.RandomRotation(0.1 if strong else 0.03, seed=seed + 2),
+        keras.layers.RandomContrast(0.3 if strong else 0.1, value_range=(0, 255), seed=seed + 3),
+    ]
+    if strong:
+        layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed + 4))
+    return layers
+
+
+def _pipeline(
+    part: _Part, idx: np.ndarray | None, prepare: Callable, *, train: bool, shuffle: bool,
+    cache: bool, seed: int, batch_size: int, layers: list[keras.layers.Layer],
+) -> tf.data.Dataset:
+    """select -> decode and resize in parallel -> cache -> shuffle (train) -> batch -> augment (train)
+    -> float32 -> prefetch. Shuffling comes after the cache so that each epoch has a new order."""
+    ds = part.select(idx)
+    n = max(part.size if idx is None else len(idx), 1)
+    shuffle = train and shuffle
+    if shuffle and not cache:
+        ds = ds.shuffle(n, seed=seed)
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed)
+    ds = ds.batch(batch_size)
+    if train and layers:
+
+        def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            images = tf.cast(images, tf.float32)
+            for layer in layers:
+                images = layer(images, training=True)
+            return images, labels
+
+        # One batch at a time: the layers' random state then advances in a fixed order (seeded runs repeat).
+        ds = ds.map(augment)
+    else:
+        ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,276 @@
+"""create_model: builder + weights + channels + head + preprocessing, for every catalog entry.
+
+Example:
+    >>> import zoo
+    >>> model = zoo.create_model("resnet50.imagenet", num_classes=5)
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from applications.layers import Preprocessing, TokenPooling, adapt_channels
+from zoo import weights as store
+from zoo.errors import InvalidArgumentError, WeightsError
+from zoo.registry import ModelSpec, WeightSpec, resolve, specs
+
+POOLINGS = ("avg", "max", "token", "flatten", "none")
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
+HEAD = "head"  # the classifier layer's name, the same for every family
+BACKBONE = "backbone"
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    pretrained: bool | str | os.PathLike = True,
+    input_shape: tuple[int, ...] | None = None,
+    in_channels: int | None = None,
+    pooling: str | None = None,
+    dropout: float = 0.0,
+    include_preprocessing: bool = True,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> keras.Model:
+    """Build a catalog model as a plain ``keras.Model`` that takes raw 0-255 images.
+
+    Args:
+        name: ``"arch.tag"`` or a bare ``"arch"`` (its default tag); see ``zoo.list_models()``.
+        num_classes: None (or 0) for the pooled embedding; N for a fresh Dense head named ``"head"``.
+        pretrained: True (the name's tag), a tag, False (random weights), or a path to a
+            ``.weights.h5`` / ``.h5`` / ``.keras`` file.
+        input_shape: ``(h, w)`` or ``(h, w, c)``; defaults to the entry's input size.
+        in_channels: channels of the input; pretrained first-convolution kernels are adapted as timm does.
+        pooling: ``avg``, ``max``, ``token`` (class token), ``flatten`` or ``none``; None takes the
+            architecture's own (``avg`` for CNNs, ``token`` for ViT).
+        dropout: dropout rate before the head.
+        include_preprocessing: put the family's input normalisation inside the model.
+        features_only: return the stage feature maps: a dict keyed by str(stride), or with
+            ``out_indices`` a list of the stages at those indices (0 is the first stage).
+
+    Example:
+        >>> model = create_model("mobilenetv3_small", num_classes=10, pretrained=False, input_shape=(96, 96))
+        >>> model.output.shape
+        (None, 10)
+    """
+    spec, weight = resolve(name)
+    num_classes = _check_options(spec, num_classes, pooling, dropout, features_only, out_indices)
+    weight, weight_file = _pick_weights(spec, weight, name, pretrained)
+    shape = _input_shape(spec, input_shape, in_channels)
+
+    builder_kwargs = dict(spec.builder_kwargs)
+    if spec.preprocessing == "builtin" and not include_preprocessing:
+        builder_kwargs["include_preprocessing"] = False
+    backbone = _build_backbone(spec, shape, builder_kwargs)
+    if weight_file is not None:
+        _load_backbone_weights(spec, backbone, shape, builder_kwargs, weight, weight_file)
+
+    inputs = keras.Input(shape, name="image")
+    x = inputs
+    if include_preprocessing and spec.preprocessing not in ("builtin", "none"):
+        x = Preprocessing(spec.preprocessing, name="preprocessing")(x)
+    if features_only:
+        return keras.Model(inputs, _feature_extractor(spec, backbone, out_indices)(x), name=spec.arch)
+    x = backbone(x)
+    x = _pool(x, pooling or spec.pooling)
+    if num_classes:
+        for i, width in enumerate(spec.pre_logits, start=1):
+            x = keras.layers.Dense(width, activation="relu", name=f"pre_logits_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        x = keras.layers.Dense(num_classes, name=HEAD)(x)
+    return keras.Model(inputs, x, name=spec.arch)
+
+
+def _check_options(spec, num_classes, pooling, dropout, features_only, out_indices) -> int:
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 0):
+        raise InvalidArgumentError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    if features_only and num_classes:
+        raise InvalidArgumentError("features_only=True returns feature maps and takes no head: "
+                                   "drop num_classes, or drop features_only")
+    if out_indices is not None and not features_only:
+        raise InvalidArgumentError("out_indices selects feature maps: use it with features_only=True")
+    if features_only and not spec.stages:
+        raise InvalidArgumentError(f"{spec.arch} declares no stages, so it has no feature maps to return")
+    if pooling is not None and pooling not in POOLINGS:
+        raise InvalidArgumentError(f"unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}")
+    if not 0.0 <= dropout < 1.0:
+        raise InvalidArgumentError(f"dropout must be in [0, 1), got {dropout}")
+    return num_classes or 0
+
+
+def _pick_weights(spec: ModelSpec, weight: WeightSpec | None, name: str, pretrained):
+    """The weights to load: (WeightSpec or None, local file or None)."""
+    if pretrained is False or pretrained is None:
+        return None, None
+    if pretrained is True:
+        if weight is None:
+            raise InvalidArgumentError(f"{spec.arch} has no pretrained weights: pass pretrained=False, "
+                                       f"or a weights file as pretrained=PATH")
+        return weight, store.fetch(spec, weight)
+    path = Path(pretrained).expanduser()
+    if isinstance(pretrained, str) and not path.suffix and os.sep not in pretrained:
+        tagged = spec.weight(pretrained)  # a tag
+        if "." in name and weight is not None and weight.tag != tagged.tag:
+            raise InvalidArgumentError(f"'{name}' names tag '{weight.tag}' but pretrained='{pretrained}': "
+                                       f"give the tag once")
+        return tagged, store.fetch(spec, tagged)
+    if not str(path).endswith(WEIGHT_SUFFIXES):
+        raise InvalidArgumentError(f"pretrained={pretrained!r}: a weights file must end in "
+                                   f"{', '.join(WEIGHT_SUFFIXES)}")
+    if not path.is_file():
+        raise WeightsError(f"no weights file at {path}: check the path")
+    return None, path
+
+
+def _input_shape(spec: ModelSpec, input_shape, in_channels) -> tuple[int, int, int]:
+    h, w, c = spec.input_size
+    if input_shape is not None:
+        if len(input_shape) not in (2, 3):
+            raise InvalidArgumentError(f"input_shape must be (height, width) or (height, width, channels), "
+                                       f"got {input_shape}")
+        h, w = input_shape[:2]
+        c = input_shape[2] if len(input_shape) == 3 else c
+    if in_channels is not None:
+        if len(input_shape or ()) == 3 and input_shape[2] != in_channels:
+            raise InvalidArgumentError(f"input_shape has {input_shape[2]} channels but in_channels={in_channels}")
+        c = in_channels
+    if not isinstance(c, int) or c < 1:
+        raise InvalidArgumentError(f"the input needs at least one channel, got {c}")
+    if min(h, w) < spec.min_input_size:
+        raise InvalidArgumentError(f"{spec.arch} needs inputs of at least {spec.min_input_size}x"
+                                   f"{spec.min_input_size}, got {h}x{w}: use a larger input_shape")
+    return (int(h), int(w), int(c))
+
+
+def _build_backbone(spec: ModelSpec, shape, builder_kwargs) -> keras.Model:
+    module, _, fn = spec.builder.partition(":")
+    builder = getattr(importlib.import_module(module), fn)
+    try:
+        backbone = builder(input_shape=shape, **builder_kwargs)
+    except (ValueError, TypeError) as e:
+        raise InvalidArgumentError(f"cannot build {spec.arch} with input {shape}: {e}") from e
+    backbone.name = BACKBONE
+    return backbone
+
+
+def _load_backbone_weights(spec, backbone, shape, builder_kwargs, weight, path) -> None:
+    """Load a file into the backbone; other channel counts go through a 3-channel twin."""
+    target = backbone
+    if shape[2] != 3 and weight is not None:
+        target = _build_backbone(spec, (*shape[:2], 3), builder_kwargs)
+    if str(path).endswith(".keras"):
+        transfer_weights(keras.saving.load_model(path, compile=False), target, spec.first_conv)
+    else:
+        try:
+            target.load_weights(path)
+        except Exception as e:  # keras raises ValueError, KeyError or h5py errors on a mismatched file
+            raise WeightsError(f"{path} does not fit the backbone of {spec.arch} at input {shape} ({e}); "
+                               f"save weights with model.get_layer('{BACKBONE}').save_weights(...)") from e
+    if weight is not None and spec.after_load:
+        module, _, fn = spec.after_load.partition(":")
+        getattr(importlib.import_module(module), fn)(target)
+    if target is not backbone:
+        transfer_weights(target, backbone, spec.first_conv)
+
+
+def _layers_by_name(model: keras.Model) -> dict:
+    found = {}
+    for layer in model.layers:
+        found[layer.name] = layer
+        if isinstance(layer, keras.Model):
+            found.update(_layers_by_name(layer))
+    return found
+
+
+def adapt_conv_kernel(kernel: np.ndarray, channels: int) -> np.ndarray:
+    """timm's ``adapt_input_conv`` for a Keras kernel ``(kh, kw, in, out)``.
+
+    One channel: the sum over the RGB kernels. N channels: repeat, truncate to N, scale by 3/N.
+
+    Example:
+        >>> adapt_conv_kernel(np.ones((3, 3, 3, 8)), 1).shape
+        (3, 3, 1, 8)
+    """
+    if channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    reps = -(-channels // kernel.shape[2])
+    return np.tile(kernel, (1, 1, reps, 1))[:, :, :channels, :] * (kernel.shape[2] / channels)
+
+
+def transfer_weights(source: keras.Model, target: keras.Model, first_conv: str | None = None) -> int:
+    """Copy weights layer by layer, by name, adapting input channels; returns the layers copied.
+
+    The first convolution's kernel is adapted with ``adapt_conv_kernel``, and per-channel input
+    statistics (a Normalization layer's mean and variance) with ``adapt_channels``.
+    """
+    sources = _layers_by_name(source)
+    copied = 0
+    for name, layer in _layers_by_name(target).items():
+        src = sources.get(name)
+        if src is None or isinstance(layer, keras.Model) or not layer.weights:
+            continue
+        values = []
+        for have, want in zip(src.get_weights(), layer.get_weights()):
+            if have.shape == want.shape:
+                values.append(have)
+            elif name == first_conv and have.ndim == 4:
+                values.append(adapt_conv_kernel(have, want.shape[2]))
+            elif have.ndim == 1 and want.ndim == 1:
+                values.append(adapt_channels(have, want.shape[0]))
+            else:
+                raise WeightsError(f"layer {name}: weights of shape {have.shape} cannot serve {want.shape}; "
+                                   f"build the model with the input the weights were made for")
+        layer.set_weights(values)
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()  # its mean and variance are cached when loaded, not read per call
+        copied += 1
+    if copied == 0:
+        raise WeightsError(f"no layer of {source.name} matches a layer of {target.name} by name: "
+                           f"the file holds another architecture")
+    return copied
+
+
+def _feature_extractor(spec: ModelSpec, backbone: keras.Model, out_indices) -> keras.Model:
+    keys = sorted(spec.stages)
+    if out_indices is None:
+        outputs = {str(k): backbone.get_layer(spec.stages[k]).output for k in keys}
+    else:
+        bad = [i for i in out_indices if not -len(keys) <= i < len(keys)]
+        if bad:
+            raise InvalidArgumentError(f"out_indices {bad} out of range: {spec.arch} has {len(keys)} stages "
+                                       f"({', '.join(map(str, keys))})")
+        outputs = [backbone.get_layer(spec.stages[keys[i]]).output for i in out_indices]
+    return keras.Model(backbone.inputs, outputs, name=BACKBONE)
+
+
+def _pool(x, pooling: str):
+    rank = len(x.shape)
+    if rank == 2 or pooling == "none":
+        return x
+    if pooling == "flatten":
+        return keras.layers.Flatten(name="pool")(x)
+    if pooling == "token":
+        if rank != 3:
+            raise InvalidArgumentError("pooling='token' needs a transformer's tokens: use 'avg' for this model")
+        return TokenPooling(name="pool")(x)
+    layers = {(3, "avg"): keras.layers.GlobalAveragePooling1D, (3, "max"): keras.layers.GlobalMaxPooling1D,
+              (4, "avg"): keras.layers.GlobalAveragePooling2D, (4, "max"): keras.layers.GlobalMaxPooling2D}
+    return layers[rank, pooling](name="pool")(x)
+
+
+def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
+    """Load a saved zoo model in any process (``safe_mode=True``): registers the zoo's layers first.
+
+    Example:
+        >>> model.save("m.keras"); same = zoo.load_model("m.keras")
+    """
+    for module in {spec.builder.partition(":")[0] for spec in specs()}:
+        importlib.import_module(module)
+    return keras.saving.load_model(path, safe_mode=True, **kwargs)

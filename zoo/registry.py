@@ -1,0 +1,179 @@
+"""The catalog: every model is an entry ``arch.tag`` declared as data.
+
+This module never imports TensorFlow or Keras, so listing and describing the catalog is instant.
+
+Example:
+    >>> import zoo
+    >>> zoo.list_models("efficientnet_b*", pretrained=True)[:2]
+    ['efficientnet_b0.imagenet', 'efficientnet_b1.imagenet']
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import importlib
+from dataclasses import dataclass, field
+
+from zoo.errors import UnknownModelError
+
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "rescale", "builtin", "none")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One set of pretrained weights for an architecture.
+
+    ``file_hash`` is what ``keras.utils.get_file`` checks (sha256, or md5 for 32 hex digits);
+    None means the publisher gives no hash and the file cannot be verified. ``bundled`` weights
+    ship inside the package (``zoo/pretrained/<file_name>``) and need no download.
+    """
+
+    tag: str
+    file_name: str
+    url: str | None = None
+    file_hash: str | None = None
+    dataset: str = ""
+    num_classes: int | None = None
+    license: str = ""
+    input_size: tuple[int, int] | None = None
+    cache_subdir: str = "models"
+    bundled: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An architecture: how to build it and what generic code needs to know about it.
+
+    ``builder`` is ``"module:function"``, imported only when a model is built; it is called as
+    ``builder(input_shape=(h, w, c), **builder_kwargs)`` and returns a backbone ``keras.Model``.
+    ``stages`` maps an output stride (4, 8, 16, 32) to the layer that ends that stage; transformers,
+    which keep one resolution, map a block index to the layer ending that block instead.
+    ``pre_logits`` are the widths of the classifier MLP an architecture puts before its logits.
+    ``after_load`` is an optional ``"module:function"`` called as ``fn(backbone)`` after its weights
+    are loaded, for families whose weights need a fix-up on a freshly built model.
+    """
+
+    arch: str
+    family: str
+    builder: str
+    input_size: tuple[int, int, int]
+    preprocessing: str
+    stages: dict[int, str] = field(default_factory=dict)
+    first_conv: str | None = None
+    weights: tuple[WeightSpec, ...] = ()
+    builder_kwargs: dict = field(default_factory=dict)
+    source: str = "keras-zoo"
+    min_input_size: int = 32
+    pooling: str = "avg"
+    pre_logits: tuple[int, ...] = ()
+    after_load: str | None = None
+    description: str = ""
+
+    def __post_init__(self):
+        if self.preprocessing not in PREPROCESSING_MODES:
+            raise ValueError(f"{self.arch}: preprocessing must be one of {PREPROCESSING_MODES}")
+
+    @property
+    def default_tag(self) -> str | None:
+        return self.weights[0].tag if self.weights else None
+
+    def weight(self, tag: str) -> WeightSpec:
+        for w in self.weights:
+            if w.tag == tag:
+                return w
+        tags = ", ".join(w.tag for w in self.weights) or "none"
+        raise UnknownModelError(f"{self.arch} has no weights tagged '{tag}' (its tags: {tags}); "
+                                f"use one of them, or pretrained=False for random weights")
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_CATALOG_MODULES = ("zoo.catalog.keras_apps", "zoo.catalog.native")
+_loaded = False
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add an architecture to the catalog (a later entry with the same arch replaces it)."""
+    _REGISTRY[spec.arch] = spec
+    return spec
+
+
+def _catalog() -> dict[str, ModelSpec]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in _CATALOG_MODULES:
+            importlib.import_module(module)
+    return _REGISTRY
+
+
+def _names(spec: ModelSpec) -> list[str]:
+    return [f"{spec.arch}.{w.tag}" for w in spec.weights] or [spec.arch]
+
+
+def list_models(pattern: str = "*", pretrained: bool | None = None, family: str | None = None) -> list[str]:
+    """Names in the catalog matching an fnmatch ``pattern``, sorted.
+
+    ``pretrained=True`` keeps names with weights (``arch.tag``), ``False`` the architectures without,
+    ``None`` both. ``family`` keeps one family.
+
+    Example:
+        >>> list_models("resnet5*", pretrained=True)
+        ['resnet50.imagenet', 'resnet50v2.imagenet']
+    """
+    out = []
+    for spec in _catalog().values():
+        if family is not None and spec.family != family:
+            continue
+        if pretrained is not None and bool(spec.weights) != pretrained:
+            continue
+        out += [n for n in _names(spec) if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(spec.arch, pattern)]
+    return sorted(out)
+
+
+def specs() -> list[ModelSpec]:
+    """Every architecture in the catalog."""
+    return list(_catalog().values())
+
+
+def families() -> list[str]:
+    """The families in the catalog, sorted."""
+    return sorted({s.family for s in _catalog().values()})
+
+
+def resolve(name: str) -> tuple[ModelSpec, WeightSpec | None]:
+    """``"arch.tag"`` or a bare ``"arch"`` (its default tag) to its spec and weights.
+
+    Raises UnknownModelError naming the closest names when nothing matches.
+    """
+    catalog = _catalog()
+    arch, _, tag = name.partition(".")
+    spec = catalog.get(arch)
+    if spec is None:
+        close = difflib.get_close_matches(arch, catalog, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UnknownModelError(f"unknown model '{name}': {hint}run `keras-zoo list` to see the catalog")
+    if tag:
+        return spec, spec.weight(tag)
+    return spec, (spec.weights[0] if spec.weights else None)
+
+
+def model_info(name: str) -> dict:
+    """Everything the catalog knows about a model, as plain data.
+
+    Example:
+        >>> model_info("resnet50")["input_size"]
+        (224, 224, 3)
+    """
+    spec, weight = resolve(name)
+    info = dataclasses.asdict(spec)
+    info["name"] = f"{spec.arch}.{weight.tag}" if weight else spec.arch
+    info["tags"] = [w.tag for w in spec.weights]
+    info["weights"] = dataclasses.asdict(weight) if weight else None
+    if weight is not None and weight.file_hash is None and not weight.bundled:
+        info["weights"]["file_hash"] = None
+        info["weights"]["verification"] = "none: the publisher gives no hash for this file"
+    elif weight is not None:
+        info["weights"]["verification"] = "sha256" if len(weight.file_hash or "") == 64 else "md5"
+    return info

@@ -1,0 +1,143 @@
+"""The weights store: resolve a tag to a verified local file.
+
+Files live in Keras's own cache (``$KERAS_HOME/models``, as ``keras.utils.get_file`` stores them),
+so weights a user already downloaded with keras.applications are reused. ``KERAS_ZOO_OFFLINE=1``
+never touches the network.
+
+Example:
+    >>> from zoo import weights
+    >>> path = weights.resolve("resnet50.imagenet")   # downloads once, then served from the cache
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from zoo.errors import WeightsError, WeightsHashError, WeightsNotFoundError
+from zoo.registry import ModelSpec, WeightSpec, resolve as resolve_name
+
+_PACKAGE_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def offline() -> bool:
+    """True when ``KERAS_ZOO_OFFLINE`` is set to a true value."""
+    return os.environ.get("KERAS_ZOO_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def cache_dir() -> Path:
+    """Keras's cache folder: ``KERAS_HOME`` as read when keras was imported, else ``~/.keras``."""
+    from keras.src.backend.config import keras_home  # the one keras.utils.get_file uses
+
+    return Path(keras_home())
+
+
+def local_path(weight: WeightSpec) -> Path:
+    """Where a weights file lives (or will live) on this machine."""
+    if weight.bundled:
+        return _PACKAGE_DIR / weight.file_name
+    return cache_dir() / weight.cache_subdir / weight.file_name
+
+
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def matches(path: str | os.PathLike, weight: WeightSpec) -> bool:
+    """Whether a file has the catalog's hash (md5 for 32 hex digits, as Keras does, else sha256).
+
+    A file whose publisher gives no hash matches by definition; ``model_info`` says so.
+    """
+    if weight.file_hash is None:
+        return True
+    algorithm = "md5" if len(weight.file_hash) == 32 else "sha256"
+    return file_hash(path, algorithm) == weight.file_hash
+
+
+def _import_hint(spec: ModelSpec, weight: WeightSpec) -> str:
+    return f"keras-zoo weights import {weight.file_name} --model {spec.arch}.{weight.tag}"
+
+
+def verify(spec: ModelSpec, weight: WeightSpec, path: Path) -> Path:
+    """Return ``path`` if it holds the catalog's file, else raise WeightsHashError (it is never loaded)."""
+    if not matches(path, weight):
+        raise WeightsHashError(
+            f"{path} does not match the hash of {spec.arch}.{weight.tag} ({weight.file_hash}): it was not "
+            f"loaded; delete it and download again (`keras-zoo weights download {spec.arch}.{weight.tag}`) "
+            f"or import the right file (`{_import_hint(spec, weight)}`)")
+    return path
+
+
+def resolve(name: str) -> Path:
+    """The verified local file of ``arch.tag``, downloading it with a progress bar if needed.
+
+    Offline, a missing file raises WeightsNotFoundError naming the file, its URL and the import command.
+    """
+    spec, weight = resolve_name(name)
+    if weight is None:
+        raise WeightsNotFoundError(f"{spec.arch} has no pretrained weights: use pretrained=False")
+    return fetch(spec, weight)
+
+
+def fetch(spec: ModelSpec, weight: WeightSpec) -> Path:
+    """Like ``resolve`` for an already looked-up spec and weight."""
+    path = local_path(weight)
+    if path.exists():
+        return verify(spec, weight, path)
+    if weight.bundled or weight.url is None or offline():
+        reason = "KERAS_ZOO_OFFLINE is set" if offline() else "it has no download URL"
+        raise WeightsNotFoundError(
+            f"weights file {weight.file_name} for {spec.arch}.{weight.tag} is not in {path.parent} and "
+            f"{reason}; download it from {weight.url} on a machine with internet, then run "
+            f"`{_import_hint(spec, weight)}`")
+    return verify(spec, weight, download(weight))
+
+
+def download(weight: WeightSpec) -> Path:
+    """Download into Keras's cache through ``keras.utils.get_file`` (progress bar, hash check)."""
+    import keras
+
+    try:
+        got = keras.utils.get_file(weight.file_name, weight.url, cache_subdir=weight.cache_subdir,
+                                   file_hash=weight.file_hash, cache_dir=str(cache_dir()))
+    except Exception as e:  # get_file raises plain Exception for network and hash failures
+        raise WeightsNotFoundError(
+            f"could not download {weight.file_name} from {weight.url} ({e}); check the network, or fetch "
+            f"the file elsewhere and import it with `keras-zoo weights import FILE --model ...`") from e
+    return Path(got)
+
+
+def import_file(source: str | os.PathLike, name: str) -> Path:
+    """Copy a weights file into the cache under the catalog's file name, after checking its hash.
+
+    Example:
+        >>> import_file("~/Downloads/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet50")
+    """
+    spec, weight = resolve_name(name)
+    if weight is None:
+        raise WeightsError(f"{spec.arch} has no weights tag to import into; give `arch.tag`")
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise WeightsNotFoundError(f"no such file: {source}; give the path of the downloaded weights file")
+    verify(spec, weight, source)
+    target = local_path(weight)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)  # atomic: a reader never sees half a file
+    return target
+
+
+def status(name: str) -> dict:
+    """Where a tag's file is and whether it is present and verified, for ``keras-zoo weights list``."""
+    spec, weight = resolve_name(name)
+    path = local_path(weight)
+    present = path.exists()
+    return {"name": f"{spec.arch}.{weight.tag}", "path": str(path), "present": present,
+            "verified": (matches(path, weight) if weight.file_hash else None) if present else None}
