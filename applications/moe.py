@@ -72,9 +72,11 @@ class MoEFeedForward(layers.Layer):
                              f"got {tuple(input_shape)}")
         dim, experts, hidden = input_shape[-1], self.num_experts, self.hidden_dim
         self.router = self.add_weight(shape=(dim, experts), initializer=_glorot(dim, experts), name="router")
-        self.kernel1 = self.add_weight(shape=(experts, dim, hidden), initializer=_glorot(dim, hidden), name="kernel1")
+        self.kernel1 = self.add_weight(shape=(experts, dim, hidden), initializer=_glorot(dim, hidden),
+                                       name="kernel1")
         self.bias1 = self.add_weight(shape=(experts, hidden), initializer="zeros", name="bias1")
-        self.kernel2 = self.add_weight(shape=(experts, hidden, dim), initializer=_glorot(hidden, dim), name="kernel2")
+        self.kernel2 = self.add_weight(shape=(experts, hidden, dim), initializer=_glorot(hidden, dim),
+                                       name="kernel2")
         self.bias2 = self.add_weight(shape=(experts, dim), initializer="zeros", name="bias2")
 
     def capacity_for(self, tokens: int) -> int:
@@ -107,7 +109,7 @@ class MoEFeedForward(layers.Layer):
         for mask, gate in zip(masks, gates):
             position = ops.cumsum(mask, axis=1) - mask + filled[:, None, :]  # queue position per expert
             filled = filled + ops.sum(mask, axis=1)
-            kept = mask * ops.cast(position < capacity, "float32")
+            kept = mask * ops.cast(position < capacity, "float32")  # a full expert drops the token
             slot = ops.one_hot(ops.cast(ops.sum(position * mask, axis=-1), "int32"), capacity, dtype="float32")
             assigned = kept[..., None] * slot[:, :, None, :]
             dispatch = dispatch + assigned

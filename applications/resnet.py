@@ -43,7 +43,7 @@ def build_resnet(input_shape: tuple[int | None, int | None, int],
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if len(depths) != len(widths) or not depths:
-        raise ValueError(f"depths {tuple(depths)} and widths {tuple(widths)} must be non-empty and of equal length")
+        raise ValueError(f"depths {tuple(depths)} and widths {tuple(widths)} must be non-empty and equally long")
     check_positive(stem_width=stem_width, **{f"depths[{i}]": d for i, d in enumerate(depths)},
                    **{f"widths[{i}]": w for i, w in enumerate(widths)})
     rates = iter(drop_path_rates(drop_path_rate, sum(depths)))

@@ -69,7 +69,7 @@ def build_vit(input_shape: tuple[int, int, int],
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     pair = (size, size) if isinstance(size, int) else tuple(size)
-    check_positive(**{f"pos_embed_grid[{i}]": s for i, s in enumerate(pair)})
     if len(pair) != 2:
         raise ValueError(f"pos_embed_grid must be an int or (rows, cols), got {size!r}")
+    check_positive(**{f"pos_embed_grid[{i}]": s for i, s in enumerate(pair)})
     return pair

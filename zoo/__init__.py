@@ -16,10 +16,13 @@ from zoo.registry import families, list_models, model_info
 
 __version__ = "0.1.0"
 
-_LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory"}
-_SUBMODULES = {"data", "weights", "factory", "registry", "errors"}
+_LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory",
+         **{name: "zoo.finetune" for name in ("freeze", "unfreeze", "freeze_to", "trainable_summary", "lr_find",
+                                             "apply_lora")}}
+_SUBMODULES = {"data", "weights", "factory", "registry", "errors", "finetune", "runs", "distribute"}
 
-__all__ = ["ZooError", "create_model", "families", "list_models", "load_model", "model_info"]
+__all__ = ["ZooError", "apply_lora", "create_model", "families", "finetune", "freeze", "freeze_to", "list_models",
+           "load_model", "lr_find", "model_info", "trainable_summary", "unfreeze"]
 
 
 def __getattr__(name: str):

@@ -28,6 +28,7 @@ from zoo.errors import DataError, InvalidArgumentError
 SPLITS = ("train", "validation", "test")
 AUGMENT_PRESETS = ("none", "light", "strong")
 AUTOTUNE = tf.data.AUTOTUNE
+FORMATS = "PNG, JPEG, GIF, BMP, WebP"  # what tf.io.decode_image reads
 # Channels a model gets by default from images with 1 to 4 channels: alpha is dropped.
 _DEFAULT_CHANNELS = {1: 1, 2: 1, 3: 3, 4: 3}
 
@@ -36,8 +37,9 @@ _DEFAULT_CHANNELS = {1: 1, 2: 1, 3: 3, 4: 3}
 class DataInfo:
     """What ``load`` knows about the data besides the datasets.
 
+    >>> *_, info = load("digits", classes=[5, 6, 7, 8, 9], per_class=4)
     >>> info.class_names[:2], info.num_examples
-    (('5', '6'), {'train': 20, 'validation': 18, 'test': 18})
+    (('5', '6'), {'train': 20, 'validation': 90, 'test': 90})
     """
 
     source: str
@@ -107,7 +109,8 @@ def load(
     examples per class. ``augment`` ("light", "strong") changes the training split only.
     ``splits`` names tfds splits for (train, validation, test), e.g.
     ``("train[:80%]", "train[80%:90%]", "train[90%:]")``. Files that do not decode are skipped
-    with a warning, or refused with ``strict=True``.
+    with a warning, or refused with ``strict=True``. A ``tf.data.Dataset`` source must yield the
+    same order on every pass (no reshuffling): its splits are cut by position.
 
         train, val, test, info = load("tfds:tf_flowers", model=model, batch_size=32)
         train, val, test, info = load("path/to/images", image_size=(160, 160), augment="light")
@@ -116,7 +119,8 @@ def load(
         raise InvalidArgumentError(f"augment={augment!r} is not a preset: use one of {AUGMENT_PRESETS}")
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
         raise InvalidArgumentError(
-            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and sum to less than 1"
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and sum to "
+            "less than 1"
         )
     src = _open(source, splits, data_dir)
     names = _class_names(src, num_classes)
@@ -127,7 +131,7 @@ def load(
         chosen, skipped = _drop_undecodable(src, chosen, strict)
     size, channels = _target(src, model, image_size, channels)
     label_map = None
-    if len(ids) < len(names):
+    if not np.array_equal(ids, np.arange(len(names))):  # a subset, or a new order
         label_map = np.full(len(names), -1, np.int32)
         label_map[ids] = np.arange(len(ids))
     prepare = _preparer(src.decode, label_map, size, channels)
@@ -215,24 +219,29 @@ def _array_part(x: Any, y: Any) -> tuple[_Part, tuple]:
         )
     if x.dtype != np.uint8:
         x = x.astype(np.float32)
-        if x.size and 0 <= x.min() and x.max() <= 1:
-            warnings.warn("x lies in [0, 1] but models expect 0-255 images: pass x * 255", stacklevel=4)
+        if x.size and 0 <= x.min() and 0 < x.max() <= 1:
+            warnings.warn("x lies in [0, 1] but models expect 0-255 images: pass x * 255", stacklevel=5)
     if x.ndim == 3:
         x = x[..., None]
+    return _slices_part(x, y), x.shape[1:]
+
+
+def _slices_part(x: np.ndarray, y: np.ndarray) -> _Part:
+    """A part held in memory: images (or file paths) ``x`` and labels ``y``."""
 
     def select(idx: np.ndarray | None) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices((x, y) if idx is None else (x[idx], y[idx]))
 
-    return _Part(len(y), select, lambda: y), x.shape[1:]
+    return _Part(len(y), select, lambda: y)
 
 
 def _dataset(ds: tf.data.Dataset) -> _Source:
     spec = ds.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
-        raise DataError(f"a tf.data.Dataset source must yield (image, label) pairs; this one yields {spec}")
+        raise DataError(f"a tf.data.Dataset source must yield (image, label) pairs, not {spec}")
     if ds.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise DataError("the tf.data.Dataset repeats forever: pass it without .repeat()")
-    if spec[0].shape.rank == 4:  # batched
+    if spec[1].shape.rank == 1:  # batched: one label per image
         ds = ds.unbatch()
     image, label = ds.element_spec
     if image.shape.rank not in (2, 3) or label.shape.rank != 0 or not label.dtype.is_integer:
@@ -240,7 +249,9 @@ def _dataset(ds: tf.data.Dataset) -> _Source:
             f"a tf.data.Dataset source must yield (image of shape (h, w[, c]), integer label); "
             f"this one yields {ds.element_spec}"
         )
-    shape = tuple(image.shape) if image.shape.rank == 3 else (*image.shape, 1)
+    if image.shape.rank == 2:  # grayscale without a channel axis
+        ds = ds.map(lambda image, label: (image[..., None], label))
+    shape = tuple(ds.element_spec[0].shape)
     return _Source("tf.data.Dataset", {"train": _dataset_part(ds)}, None, shape)
 
 
@@ -250,12 +261,15 @@ def _dataset_part(ds: tf.data.Dataset, labels_from: tf.data.Dataset | None = Non
     def select(idx: np.ndarray | None) -> tf.data.Dataset:
         if idx is None:
             return ds
-        keep = np.zeros(idx.max() + 1 if len(idx) else 0, bool)
-        keep[idx] = True
-        return ds.take(len(keep)).enumerate().filter(lambda i, pair: keep[i]).map(lambda i, pair: pair)
+        mask = np.zeros(idx.max() + 1 if len(idx) else 0, bool)
+        mask[idx] = True
+        keep = tf.constant(mask)
+        chosen = ds.take(len(mask)).enumerate().filter(lambda i, _: tf.gather(keep, i))
+        return chosen.map(lambda _, pair: pair)
 
     def read_labels() -> np.ndarray:
-        batches = (labels_from or ds).map(lambda image, label: label).batch(65536)
+        labelled = ds if labels_from is None else labels_from
+        batches = labelled.map(lambda image, label: label).batch(65536)
         return np.concatenate([np.zeros(0, np.int64), *batches.as_numpy_iterator()])
 
     return _Part(int(ds.cardinality()), select, read_labels)
@@ -279,21 +293,20 @@ def _tfds(name: str, splits: Sequence[str | None] | None, data_dir: str | None) 
     train, val, test = (*splits, None, None)[:3] if splits is not None else ("train", None, None)
     if not train:
         raise InvalidArgumentError("splits= needs a training split first, e.g. ('train[:90%]', None, 'test')")
-    ds, info = read(train)
+    _, info = read(train)
     if splits is None:  # the source's own splits
         val = "validation" if "validation" in info.splits else None
         test = "test" if "test" in info.splits else None
     names = getattr(info.features[info.supervised_keys[1]], "names", None) if info.supervised_keys else None
     if not names:
-        raise DataError(f"tfds:{name} has no (image, class label) pairs: pick an image classification dataset")
+        raise DataError(f"tfds:{name} has no (image, class label) pairs: pick an image classification set")
     image_key = info.supervised_keys[0]
     skip = {image_key: tfds.decode.SkipDecoding()}  # labels without decoding the images
 
-    def part(split: str, ds: tf.data.Dataset | None = None) -> _Part:
-        return _dataset_part(ds or read(split)[0], read(split, decoders=skip)[0])
-
-    parts = {"train": part(train, ds)}
-    parts.update({s: part(v) for s, v in (("validation", val), ("test", test)) if v})
+    parts = {
+        s: _dataset_part(read(split)[0], read(split, decoders=skip)[0])
+        for s, split in zip(SPLITS, (train, val, test)) if split
+    }
     return _Source(f"tfds:{name}", parts, tuple(names), tuple(info.features[image_key].shape))
 
 
@@ -320,13 +333,28 @@ def _folder(root: Path) -> _Source:
             raise DataError(f"class folder {folder} holds no images: add some or remove the folder")
         paths += files
         labels += [label] * len(files)
-    part, _ = _array_part(np.array(paths)[:, None, None], np.array(labels))
+    part = _slices_part(np.array(paths), np.array(labels))
     return _Source(str(root), {"train": part}, tuple(classes), (None, None, None),
-                   decode=lambda path: _decode_file(path[0, 0]), paths=np.array(paths))
+                   decode=_decode_file, paths=np.array(paths))
 
 
 def _decode_file(path: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+
+
+def _checked_shape(path: tf.Tensor) -> tf.Tensor:
+    """The (height, width, channels) of a file that decodes; an error otherwise. A JPEG is decoded
+    at 1/8 scale: every byte is still read by the same decoder, at a quarter of the cost."""
+    data = tf.io.read_file(path)
+
+    def jpeg() -> tf.Tensor:
+        with tf.control_dependencies([tf.io.decode_jpeg(data, ratio=8)]):
+            return tf.io.extract_jpeg_shape(data)
+
+    def other() -> tf.Tensor:
+        return tf.shape(tf.io.decode_image(data, expand_animations=False))
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
 
 # Classes and splits ------------------------------------------------------------------------
@@ -358,7 +386,7 @@ def _class_ids(src: _Source, names: tuple[str, ...], classes: Sequence[int | str
     for c in classes:
         i = int(c) if isinstance(c, (int, np.integer)) else by_name.get(c, -1)
         if not 0 <= i < len(names):
-            raise DataError(f"{src.name} has no class {c!r}: its classes are {', '.join(names[:20])}")
+            raise DataError(f"{src.name} has no class {c!r}; its classes: {', '.join(names[:20])}")
         ids.append(i)
     if len(set(ids)) != len(ids) or len(ids) < 2:
         raise InvalidArgumentError(f"classes={list(classes)} must name at least two different classes")
@@ -381,7 +409,8 @@ def _choose(
     if missing:
         idx = np.arange(len(train.labels)) if idx is None else idx
         fractions = {"validation": val_fraction, "test": test_fraction}
-        idx, *held_out = (idx[p] for p in _stratified(train.labels[idx], [fractions[s] for s in missing], seed))
+        parts = _stratified(train.labels[idx], [fractions[s] for s in missing], seed)
+        idx, *held_out = (idx[p] for p in parts)
         chosen.update({s: (train, i) for s, i in zip(missing, held_out)})
     if per_class is not None:
         idx = _per_class(np.arange(len(train.labels)) if idx is None else idx, train.labels, per_class)
@@ -411,8 +440,9 @@ def _per_class(idx: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """The first ``n`` positions of each class in ``idx``, in ``idx``'s order."""
     own = labels[idx]
     keep = [np.flatnonzero(own == c)[:n] for c in np.unique(own)]
-    if min(map(len, keep)) < n:
-        warnings.warn(f"per_class={n}: some classes have only {min(map(len, keep))} training examples", stacklevel=4)
+    fewest = min(map(len, keep), default=n)
+    if fewest < n:
+        warnings.warn(f"per_class={n}: some classes have only {fewest} training examples", stacklevel=4)
     return idx[np.sort(np.concatenate(keep))]
 
 
@@ -423,15 +453,17 @@ def _drop_undecodable(
     learn the images' common size and channels on the way."""
     every = np.unique(np.concatenate([idx for _, idx in chosen.values()]))
     ds = tf.data.Dataset.from_tensor_slices(src.paths[every]).enumerate()
-    ds = ds.map(lambda i, path: (i, tf.shape(_decode_file(path))), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda i, path: (i, _checked_shape(path)), num_parallel_calls=AUTOTUNE)
     found = [*ds.ignore_errors().batch(4096).as_numpy_iterator()]
     good = every[np.concatenate([np.zeros(0, np.int64), *(i for i, _ in found)])]
-    shapes = np.concatenate([np.zeros((0, 3), np.int32), *(s for _, s in found)])
-    src.shape = tuple(int(col[0]) if len(set(col)) == 1 else None for col in shapes.T) or src.shape
+    if not len(good):
+        raise DataError(f"no file in {src.name} decodes as an image ({FORMATS})")
+    shapes = np.concatenate([s for _, s in found])
+    src.shape = tuple(int(col[0]) if len(set(col)) == 1 else None for col in shapes.T)
     skipped = tuple(src.paths[np.setdiff1d(every, good)])
     if skipped:
         listed = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        message = f"{len(skipped)} file(s) in {src.name} do not decode as images (PNG, JPEG, GIF, BMP, WebP): {listed}"
+        message = f"{len(skipped)} file(s) in {src.name} do not decode as images ({FORMATS}): {listed}"
         if strict:
             raise DataError(f"{message}; remove them, or leave strict=False to skip them")
         warnings.warn(f"{message}; skipped them (strict=True refuses them)", stacklevel=3)
@@ -441,25 +473,32 @@ def _drop_undecodable(
 # Matching the model ------------------------------------------------------------------------
 
 
-def _target(src: _Source, model: keras.Model | None, image_size: Any, channels: int | None) -> tuple[tuple[int, int], int]:
+def _target(
+    src: _Source, model: keras.Model | None, image_size: Any, channels: int | None
+) -> tuple[tuple[int, int], int]:
     """The (height, width) and channels to feed: the model's, else the arguments', else the source's."""
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     height = width = want = None
     if model is not None:
         shape = model.input_shape
-        if not (isinstance(shape, tuple) and len(shape) == 4 and all(isinstance(d, (int, type(None))) for d in shape)):
+        if not isinstance(shape, tuple) or len(shape) != 4 or isinstance(shape[0], tuple):  # one input
             raise InvalidArgumentError(
-                f"model takes inputs of shape {shape}: load feeds one image input (batch, height, width, channels)"
+                f"model takes inputs of shape {shape}: load feeds one image input "
+                "(batch, height, width, channels)"
             )
         _, height, width, want = shape
     if image_size is not None and None not in (height, width) and tuple(image_size) != (height, width):
         raise InvalidArgumentError(
-            f"image_size={tuple(image_size)} conflicts with the model's input size {(height, width)}: leave image_size out"
+            f"image_size={tuple(image_size)} conflicts with the model's input size {(height, width)}: "
+            "leave image_size out"
         )
     if channels is not None and want is not None and channels != want:
-        raise InvalidArgumentError(f"channels={channels} conflicts with the model's {want} input channels: leave channels out")
-    size = tuple(image_size) if image_size is not None else (height, width) if None not in (height, width) else src.shape[:2]
+        raise InvalidArgumentError(
+            f"channels={channels} conflicts with the model's {want} input channels: leave channels out"
+        )
+    size = (height, width) if None not in (height, width) else src.shape[:2]
+    size = tuple(image_size) if image_size is not None else size
     if None in size:
         raise DataError(f"the images in {src.name} differ in size: pass image_size=(height, width) or model=")
     channels = channels or want or _DEFAULT_CHANNELS.get(src.shape[2], 3)
@@ -472,6 +511,8 @@ def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     """Grayscale to RGB by repeating, RGB to grayscale by luminance; alpha is dropped."""
     have = image.shape[-1]
     if have is None:  # a decoded file: known per image only
+        if channels not in (1, 3):  # then every file has this many (_target checked it)
+            return tf.ensure_shape(image, [None, None, channels])
         return tf.cond(
             tf.shape(image)[-1] < 3,
             lambda: _to_channels(tf.ensure_shape(image[..., :1], [None, None, 1]), channels),
@@ -484,7 +525,9 @@ def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
 
 
-def _preparer(decode: Callable | None, label_map: np.ndarray | None, size: tuple[int, int], channels: int) -> Callable:
+def _preparer(
+    decode: Callable | None, label_map: np.ndarray | None, size: tuple[int, int], channels: int
+) -> Callable:
     """The per-example map: decode, fix channels, resize. uint8 images stay uint8 (4x less to cache)."""
 
     def prepare(raw: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -544,7 +587,7 @@ def _pipeline(
                 images = layer(images, training=True)
             return images, labels
 
-        # One batch at a time: the layers' random state then advances in a fixed order (seeded runs repeat).
+        # One batch at a time: the layers' random state then advances in a fixed order, so seeded runs repeat.
         ds = ds.map(augment)
     else:
         ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=AUTOTUNE)

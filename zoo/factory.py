@@ -271,6 +271,7 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
     Example:
         >>> model.save("m.keras"); same = zoo.load_model("m.keras")
     """
-    for module in {spec.builder.partition(":")[0] for spec in specs()}:
+    # everything a saved zoo model may name: the builders' layers, and the fine-tuning optimizers
+    for module in {spec.builder.partition(":")[0] for spec in specs()} | {"zoo.finetune.optim"}:
         importlib.import_module(module)
     return keras.saving.load_model(path, safe_mode=True, **kwargs)

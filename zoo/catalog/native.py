@@ -35,7 +35,8 @@ register(ModelSpec(
     arch="resnet_tiny", family="resnet", builder=RESNET, input_size=(32, 32, 3), preprocessing="rescale",
     builder_kwargs={"depths": (2, 2, 2), "widths": (32, 64, 128), "block": "basic", "stem": "small"},
     stages=_resnet_stages((2, 2, 2), (1, 2, 4)), first_conv="stem_conv", min_input_size=8,
-    description="ResNet for 32x32 images: 3x3 stem, no max-pool, basic blocks [2, 2, 2] of 32-64-128 (0.7M params)."))
+    description="ResNet for 32x32 images: 3x3 stem, no max-pool, basic blocks [2, 2, 2] of widths 32-64-128 "
+                "(0.7M params)."))
 for arch, depths, block, params in [("resnet18", (2, 2, 2, 2), "basic", "11.7M"),
                                     ("resnet34", (3, 4, 6, 3), "basic", "21.8M"),
                                     ("resnet26", (2, 2, 2, 2), "bottleneck", "16.0M")]:

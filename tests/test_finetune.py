@@ -1,0 +1,307 @@
+"""Fine-tuning: freezing that holds, rates in the asked ratio, recipes, cached features, LoRA, runs."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.errors import InvalidArgumentError, ZooError
+from zoo.finetune import groups, make_optimizer, plan
+from zoo.finetune.recipes import TrainingDivergedError
+from zoo.runs import RunExistsError
+
+SMALL = (32, 32)
+
+
+def tiny_model(num_classes=3, name="tiny"):
+    """A small non-catalog CNN with BatchNorm: groups fall back to equal parameter counts."""
+    keras.utils.set_random_seed(0)
+    x = inputs = keras.Input((16, 16, 3))
+    for i, width in enumerate([8, 16, 16, 32]):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="head")(x), name=name)
+
+
+def arrays(n=48, size=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.uniform(0, 255, (n, size, size, 3)).astype("float32")
+    x[..., 0] += y[:, None, None] * 40.0  # a learnable signal
+    return x, y
+
+
+def datasets(n=48, size=16, classes=3, shuffle=False):
+    x, y = arrays(n, size, classes)
+    train = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        train = train.shuffle(n, seed=1)
+    val = tf.data.Dataset.from_tensor_slices(arrays(24, size, classes, seed=1)).batch(8)
+    return train.batch(8), val
+
+
+def weights_of(layers):
+    return [w.numpy().copy() for layer in layers for w in layer.weights]
+
+
+def test_catalog_models_group_by_stage_and_others_by_equal_parameters():
+    model = zoo.create_model("resnet50", num_classes=3, pretrained=False, input_shape=SMALL)
+    gs = groups(model)
+    assert [g.name for g in gs] == ["stage1", "stage2", "stage3", "stage4", "head"]
+    assert gs[0].layers[-1].name == "conv2_block3_out" and gs[3].layers[-1].name == "conv5_block3_out"
+    fallback = groups(tiny_model())
+    assert [g.name for g in fallback] == ["group1", "group2", "group3", "group4", "head"]
+    assert [layer.name for layer in fallback[2].layers] == ["conv3"]  # the largest layer stands alone
+    assert sum(g.params for g in fallback) == tiny_model().count_params()
+
+
+def test_frozen_weights_and_batchnorm_statistics_are_unchanged_by_fit():
+    model = tiny_model()
+    zoo.freeze(model)
+    body = [layer for layer in model.layers if layer.name != "head"]
+    before, head_before = weights_of(body), weights_of([model.get_layer("head")])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(*arrays(), epochs=2, verbose=0)
+    for got, want in zip(weights_of(body), before):
+        np.testing.assert_array_equal(got, want)  # BN moving mean and variance included
+    assert any(not np.array_equal(a, b) for a, b in zip(weights_of([model.get_layer("head")]), head_before))
+
+
+def test_unfreezing_after_fit_really_trains_the_backbone():
+    """Plain Keras trains nothing new after an unfreeze without recompiling; the helpers recompile."""
+    model = tiny_model()
+    zoo.freeze(model)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(*arrays(), epochs=1, verbose=0)
+    top = model.get_layer("conv3")
+    before = top.get_weights()[0].copy()
+    zoo.unfreeze(model, blocks=2)  # group3 is conv3, group4 its BatchNorm
+    model.fit(*arrays(), epochs=1, verbose=0)
+    assert not np.array_equal(top.get_weights()[0], before)
+    assert not model.get_layer("conv0").trainable
+
+
+def test_freeze_to_and_summary():
+    model = tiny_model()
+    zoo.freeze_to(model, -2)
+    summary = zoo.trainable_summary(model).splitlines()
+    assert [line.split()[1] for line in summary] == ["frozen", "frozen", "frozen", "trainable", "trainable"]
+    zoo.freeze_to(model, 0)
+    assert all(line.split()[1] == "trainable" for line in zoo.trainable_summary(model).splitlines())
+    with pytest.raises(InvalidArgumentError, match="has 5 groups"):
+        zoo.freeze_to(model, 9)
+    with pytest.raises(InvalidArgumentError, match="4 blocks below its head"):
+        zoo.unfreeze(model, blocks=5)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_learning_rate_multipliers_give_steps_in_the_asked_ratio(name):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    out = keras.layers.Dense(2, name="top")(keras.layers.Dense(4, name="low")(inputs))
+    model = keras.Model(inputs, out)
+    model.compile(optimizer=make_optimizer(name, 0.01, multipliers={"low": 0.1}), loss="mse")
+    x, y = np.random.default_rng(0).normal(size=(16, 4)), np.random.default_rng(1).normal(size=(16, 2))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.mean_squared_error(y, model(x)))
+    grads = dict(zip([v.path for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    model.train_on_batch(x, y)
+    step = {v.path: np.abs(v.numpy() - before[v.path]) for v in model.trainable_variables}
+    if name == "sgd":  # step = lr * multiplier * gradient
+        for path, g in grads.items():
+            scale = 0.1 if path.startswith("low") else 1.0
+            np.testing.assert_allclose(step[path], 0.01 * scale * np.abs(g.numpy()), rtol=1e-3, atol=1e-7)
+    else:  # Adam's first step is lr * multiplier in every coordinate with a gradient
+        np.testing.assert_allclose(step["low/kernel"].max(), 0.001, rtol=1e-2)
+        np.testing.assert_allclose(step["top/kernel"].max(), 0.01, rtol=1e-2)
+
+
+def test_a_model_compiled_for_finetuning_saves_and_loads_in_a_fresh_process(tmp_path):
+    model = zoo.create_model("mobilenetv3_small", num_classes=3, pretrained=False, input_shape=SMALL)
+    zoo.freeze(model)
+    rate = zoo.finetune.schedule("one_cycle", 1e-3, total_steps=10)
+    model.compile(optimizer=make_optimizer("adamw", rate, multipliers={"head": 2.0}),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = arrays(16, 32)
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "p.npy", model.predict(x[:4], verbose=0))
+    np.save(tmp_path / "x.npy", x[:4])
+    code = textwrap.dedent(f"""
+        import numpy as np, zoo
+        m = zoo.load_model(r"{tmp_path}/m.keras")
+        np.testing.assert_allclose(m.predict(np.load(r"{tmp_path}/x.npy"), verbose=0),
+                                   np.load(r"{tmp_path}/p.npy"), rtol=1e-5, atol=1e-6)
+        print(type(m.optimizer).__name__, m.optimizer.multipliers)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "DiscriminativeAdamW {'head': 2.0}", out.stderr[-2000:]
+
+
+def test_discriminative_training_runs_under_xla_and_mixed_precision():
+    code = textwrap.dedent("""
+        import keras, numpy as np
+        from zoo.finetune import make_optimizer
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        inputs = keras.Input((8,))
+        x = keras.layers.Dense(16, activation="relu", name="low")(inputs)
+        out = keras.layers.Dense(3, dtype="float32", name="head")(x)
+        model = keras.Model(inputs, out)
+        model.compile(optimizer=make_optimizer("adam", 1e-2, multipliers={"low": 0.1}), jit_compile=True,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 3, 64)
+        h = model.fit(x, y, epochs=5, verbose=0).history["loss"]
+        print("falls" if h[-1] < h[0] else "flat", model.layers[1].compute_dtype)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "falls bfloat16", out.stderr[-2000:]
+
+
+def test_lora_trains_adapters_only_and_merges_on_save(tmp_path):
+    model = tiny_model()
+    adapted = zoo.apply_lora(model, rank=2)
+    assert adapted == ["conv0", "conv1", "conv2", "conv3"]
+    convs = [(3, 8), (8, 16), (16, 16), (16, 32)]
+    lora_params = sum(3 * 3 * cin * 2 + 2 * cout for cin, cout in convs)
+    head = model.get_layer("head").count_params()
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == lora_params + head
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    bn_before = weights_of([model.get_layer("bn1")])
+    model.fit(*arrays(), epochs=3, verbose=0)
+    assert np.abs(model.get_layer("conv1").lora_kernel_b.numpy()).max() > 0
+    for got, want in zip(weights_of([model.get_layer("bn1")]), bn_before):
+        np.testing.assert_array_equal(got, want)
+    x = arrays(8)[0]
+    model.save(tmp_path / "lora.keras")
+    merged = keras.saving.load_model(tmp_path / "lora.keras")
+    np.testing.assert_allclose(merged.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def test_lora_refuses_a_model_it_cannot_adapt():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x)))
+    with pytest.raises(InvalidArgumentError, match="no dense, convolution or attention layer"):
+        zoo.apply_lora(model)
+
+
+def test_cached_and_uncached_head_training_agree():
+    train, val = datasets()
+    results = []
+    for cache in (True, False):
+        model = tiny_model()
+        result = zoo.finetune(model, (train, val), recipe="linear_probe", epochs=3, cache_features=cache,
+                              shuffle=False, patience=None, verbose=0)
+        results.append((result.model.get_layer("head").get_weights(), [h["loss"] for h in result.history]))
+    (cached_w, cached_loss), (plain_w, plain_loss) = results
+    for a, b in zip(cached_w, plain_w):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cached_loss, plain_loss, rtol=1e-4)
+
+
+def test_two_phase_trains_the_head_then_the_top_blocks():
+    model = tiny_model()
+    low, top = model.get_layer("conv0").get_weights()[0].copy(), model.get_layer("conv3").get_weights()[0].copy()
+    result = zoo.finetune(model, datasets(shuffle=True), recipe="two_phase", epochs=3, blocks=2, verbose=0,
+                          patience=None)
+    assert [h["phase"] for h in result.history] == ["head", "finetune", "finetune"]
+    np.testing.assert_array_equal(model.get_layer("conv0").get_weights()[0], low)
+    assert not np.array_equal(model.get_layer("conv3").get_weights()[0], top)
+    assert set(result.metrics) == {"val_loss", "val_accuracy"}
+
+
+def test_plans_of_every_recipe():
+    assert [(p.name, p.epochs, p.train) for p in plan("gradual", 6, 2, 3)] == [
+        ("head", 1, "head"), ("top1", 1, "top:1"), ("top2", 1, "top:2"), ("top3", 3, "top:3")]
+    assert [p.train for p in plan("linear_probe", 2, 2, 4)] == ["head"]
+    assert [p.train for p in plan("full", 2, 2, 4)] == ["all"]
+    assert [p.train for p in plan("lora", 2, 2, 4)] == ["lora"]
+    assert [(p.epochs, p.lr_scale) for p in plan("two_phase", 6, 2, 4)] == [(2, 1.0), (4, 0.1)]
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    (dict(recipe="magic"), "unknown recipe 'magic'"),
+    (dict(recipe="two_phase", blocks=9), "blocks=9"),
+    (dict(learning_rate=0.0), "must be positive"),
+    (dict(epochs=0), "positive integer"),
+])
+def test_bad_options_fail_before_training(kwargs, text):
+    with pytest.raises(InvalidArgumentError, match=text):
+        zoo.finetune(tiny_model(), datasets(), verbose=0, **kwargs)
+
+
+def test_a_nan_loss_stops_with_the_phase_and_epoch(tmp_path):
+    with pytest.raises(TrainingDivergedError, match="phase 'full', epoch 1"):
+        zoo.finetune(tiny_model(), datasets(), recipe="full", epochs=2, learning_rate=1e12, optimizer="sgd",
+                     run_dir=tmp_path / "run", verbose=0)
+
+
+def test_a_finished_run_is_never_overwritten_without_asking(tmp_path):
+    run_dir = tmp_path / "run"
+    zoo.finetune(tiny_model(), datasets(), recipe="linear_probe", epochs=1, run_dir=run_dir, verbose=0)
+    assert {"metrics.json", "history.csv", "model.keras", "state.json"} <= {p.name for p in run_dir.iterdir()}
+    with pytest.raises(RunExistsError, match="holds a finished run"):
+        zoo.finetune(tiny_model(), datasets(), recipe="linear_probe", epochs=1, run_dir=run_dir, verbose=0)
+    zoo.finetune(tiny_model(), datasets(), recipe="linear_probe", epochs=1, run_dir=run_dir, overwrite=True,
+                 verbose=0)
+    assert isinstance(RunExistsError("x"), ZooError)
+
+
+def test_lr_find_suggests_a_rate_and_restores_the_weights(tmp_path):
+    model = tiny_model()
+    before = [w.copy() for w in model.get_weights()]
+    train, _ = datasets(n=96, shuffle=True)
+    found = zoo.lr_find(model, train, steps=30, plot=str(tmp_path / "lr.png"))
+    assert 1e-7 <= found.suggestion <= 10 and len(found.losses) == len(found.learning_rates) >= 3
+    assert (tmp_path / "lr.png").stat().st_size > 1000
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+RESUMABLE = textwrap.dedent("""
+    import sys, numpy as np, tensorflow as tf
+    sys.path.insert(0, {tests!r})
+    from test_finetune import tiny_model, datasets
+    import zoo
+    model = tiny_model()
+    train, val = datasets()  # unshuffled: finetune shuffles each epoch by (seed, epoch)
+    result = zoo.finetune(model, (train, val), recipe="two_phase", epochs=6, blocks=2, cache_features=True,
+                          patience=None, run_dir={run!r}, verbose=0)
+    np.savez({out!r}, *model.get_weights())
+    print("done")
+""")
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path):
+    tests = os.path.dirname(__file__)
+
+    def script(run, out):
+        return [sys.executable, "-c", RESUMABLE.format(tests=tests, run=str(run), out=str(out))]
+
+    full = subprocess.run(script(tmp_path / "full", tmp_path / "full.npz"), capture_output=True, text=True)
+    assert full.stdout.strip().endswith("done"), full.stderr[-3000:]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(script(run, tmp_path / "killed.npz"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = run / "state.json"
+    while proc.poll() is None:  # kill it in the second phase, between or during epochs
+        if state.exists() and len(json.loads(state.read_text())["history"]) >= 3:
+            proc.kill()
+            break
+    assert proc.wait() != 0, "the run finished before it could be killed"
+    again = subprocess.run(script(run, tmp_path / "killed.npz"), capture_output=True, text=True)
+    assert "resuming" in again.stdout and again.stdout.strip().endswith("done"), again.stderr[-3000:]
+    with np.load(tmp_path / "full.npz") as a, np.load(tmp_path / "killed.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])

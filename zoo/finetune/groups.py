@@ -1,0 +1,194 @@
+"""Layer groups and the freezing verbs: freeze, unfreeze, freeze_to, trainable_summary.
+
+A catalog model's groups follow its stages (stem and first stage, then one group per stage) plus
+the head; any other model falls back to groups of consecutive layers with about equal parameter
+counts. Frozen BatchNormalization runs in inference mode, so its moving statistics never change
+(``train_bn=True`` keeps them training, as in fastai). Every verb recompiles a compiled model with
+a new optimizer, since a trainable change takes effect only at compile.
+
+Example:
+    >>> model = zoo.create_model("resnet50.imagenet", num_classes=5)
+    >>> freeze(model)              # only the head trains
+    >>> unfreeze(model, blocks=2)  # and the top two stages
+    >>> print(trainable_summary(model))
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import keras
+
+from zoo.errors import InvalidArgumentError, UnknownModelError
+from zoo.factory import BACKBONE
+from zoo.registry import resolve
+
+FALLBACK_GROUPS = 4
+
+
+@dataclass
+class Group:
+    """Consecutive layers that are frozen and unfrozen together."""
+
+    name: str
+    layers: list
+
+    @property
+    def params(self) -> int:
+        return sum(int(w.numpy().size) for layer in self.layers for w in layer.weights)
+
+
+def _weighted(layers) -> list:
+    return [layer for layer in layers if layer.weights]
+
+
+def _catalog_stages(model: keras.Model) -> list[str] | None:
+    """The stage layer names of a catalog model (the model is named after its architecture)."""
+    try:
+        spec, _ = resolve(model.name)
+        backbone = model.get_layer(BACKBONE)
+    except (UnknownModelError, ValueError):
+        return None
+    names = [spec.stages[k] for k in sorted(spec.stages)]
+    have = {layer.name for layer in backbone.layers}
+    return names if names and all(n in have for n in names) else None
+
+
+def groups(model: keras.Model) -> list[Group]:
+    """The model's layer groups, bottom to top; the last one is the head.
+
+    Example:
+        >>> [g.name for g in groups(zoo.create_model("resnet50", num_classes=3, pretrained=False))]
+        ['stage1', 'stage2', 'stage3', 'stage4', 'head']
+    """
+    stages = _catalog_stages(model)
+    if stages is None:
+        return _equal_groups(model)
+    backbone = model.get_layer(BACKBONE)
+    out, current, ends = [], [], iter(stages)
+    end = next(ends)
+    for layer in backbone.layers:
+        current.append(layer)
+        if layer.name == end:
+            out.append(Group(f"stage{len(out) + 1}", current))
+            current, end = [], next(ends, None)
+    out[-1].layers += current  # layers after the last stage end (final norm, top conv) join it
+    top = model.layers[model.layers.index(backbone) + 1:]
+    return out + [Group("head", top)]
+
+
+def _equal_groups(model: keras.Model) -> list[Group]:
+    layers = _weighted(_leaf_layers(model))
+    if len(layers) < 2:
+        raise InvalidArgumentError(f"{model.name} has fewer than two layers with weights: nothing to group")
+    head, body = layers[-1], layers[:-1]
+    sizes = [sum(int(w.numpy().size) for w in layer.weights) for layer in body]
+    total, n = max(1, sum(sizes)), min(FALLBACK_GROUPS, len(body))
+    parts: dict[int, list] = {}
+    before = 0
+    for layer, size in zip(body, sizes):  # each layer goes where its parameters' midpoint falls
+        parts.setdefault(min(n - 1, int((before + size / 2) / total * n)), []).append(layer)
+        before += size
+    out = [Group(f"group{i + 1}", part) for i, part in enumerate(parts.values())]
+    return out + [Group("head", [head])]
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _trainable_leaves(model, parent: bool = True) -> set[int]:
+    out = set()
+    for layer in model.layers:
+        on = parent and layer.trainable
+        if isinstance(layer, keras.Model):
+            out |= _trainable_leaves(layer, on)
+        elif on:
+            out.add(id(layer))
+    return out
+
+
+def _apply(model: keras.Model, train: set[int], train_bn: bool) -> keras.Model:
+    """Make exactly the leaf layers in ``train`` trainable; frozen BatchNorm runs in inference mode."""
+    model.trainable = True  # containers stay open (this also opens every leaf); the leaves decide
+    for leaf in _leaf_layers(model):
+        bn = isinstance(leaf, keras.layers.BatchNormalization)
+        leaf.trainable = id(leaf) in train or (bn and train_bn)
+    return _recompile(model)
+
+
+def _ids(layers) -> set[int]:
+    return {id(leaf) for layer in layers
+            for leaf in (_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])}
+
+
+def freeze_to(model: keras.Model, n: int, *, train_bn: bool = False) -> keras.Model:
+    """Freeze the groups before group ``n`` and train the rest (negative ``n`` counts from the top).
+
+    ``freeze_to(model, -1)`` trains the head only; ``freeze_to(model, 0)`` trains everything.
+
+    Example:
+        >>> freeze_to(model, -2)   # the top stage and the head
+    """
+    gs = groups(model)
+    if not isinstance(n, int) or not -len(gs) <= n <= len(gs):
+        raise InvalidArgumentError(f"freeze_to({n}): {model.name} has {len(gs)} groups "
+                                   f"({', '.join(g.name for g in gs)}); use -{len(gs)}..{len(gs)}")
+    n = n % len(gs) if n < 0 else n
+    return _apply(model, _ids(layer for g in gs[n:] for layer in g.layers), train_bn)
+
+
+def freeze(model: keras.Model, *, train_bn: bool = False) -> keras.Model:
+    """Train the head only."""
+    return freeze_to(model, -1, train_bn=train_bn)
+
+
+def unfreeze(model: keras.Model, *, blocks: int | None = None, layers: str | None = None,
+             train_bn: bool = False) -> keras.Model:
+    """Make more of the model trainable: everything, the top ``blocks`` groups below the head,
+    or the layers whose names match the fnmatch pattern ``layers``. Nothing trained is refrozen.
+
+    Example:
+        >>> unfreeze(model, blocks=2)
+        >>> unfreeze(model, layers="conv5_*")
+    """
+    if blocks is not None and layers is not None:
+        raise InvalidArgumentError("unfreeze takes blocks or layers, not both")
+    gs = groups(model)
+    if layers is not None:
+        more = [leaf for leaf in _leaf_layers(model) if fnmatch.fnmatch(leaf.name, layers)]
+        if not more:
+            raise InvalidArgumentError(f"no layer of {model.name} matches '{layers}'")
+    else:
+        body = len(gs) - 1
+        blocks = body if blocks is None else blocks
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= body:
+            raise InvalidArgumentError(f"blocks={blocks}: {model.name} has {body} blocks below its head; "
+                                       f"use 0..{body}")
+        more = [layer for g in gs[body - blocks:] for layer in g.layers]
+    return _apply(model, _trainable_leaves(model) | _ids(more), train_bn)
+
+
+def _recompile(model: keras.Model) -> keras.Model:
+    """A trainable change takes effect at compile; recompile with a new optimizer of the same config."""
+    if model.compiled:
+        model.compile_from_config(model.get_compile_config())
+    return model
+
+
+def trainable_summary(model: keras.Model) -> str:
+    """One line per group: trainable parameters of total, and whether BatchNorm trains."""
+    lines = []
+    for group in groups(model):
+        leaves = [leaf for layer in group.layers
+                  for leaf in (_leaf_layers(layer) if isinstance(layer, keras.Model) else [layer])]
+        total = sum(int(w.numpy().size) for leaf in leaves for w in leaf.weights)
+        train = sum(int(w.numpy().size) for leaf in leaves for w in leaf.trainable_weights)
+        flags = {leaf.trainable for leaf in leaves if leaf.weights}
+        state = "trainable" if flags == {True} else "frozen" if flags == {False} else "partly trainable"
+        lines.append(f"{group.name:10} {state:17} {train:>12,} / {total:,} params")
+    return "\n".join(lines)
