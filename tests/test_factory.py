@@ -33,6 +33,15 @@ def test_head_is_one_named_layer_and_no_head_gives_the_pooled_embedding():
     assert fmap.output.shape == (None, 1, 1, 576)
 
 
+def test_head_hidden_layers_sit_between_pooling_and_head():
+    model = zoo.create_model("mobilenetv3_small", num_classes=3, head_hidden=(32, 16), pretrained=False,
+                             input_shape=SMALL)
+    assert [layer.name for layer in model.layers[-3:]] == ["pre_logits_1", "pre_logits_2", "head"]
+    assert model.get_layer("pre_logits_2").units == 16
+    with pytest.raises(InvalidArgumentError, match="positive widths"):
+        zoo.create_model("mobilenetv3_small", num_classes=3, head_hidden=(0,), pretrained=False, input_shape=SMALL)
+
+
 def test_dropout_sits_before_the_head():
     model = zoo.create_model("mobilenetv3_small", num_classes=3, dropout=0.3, pretrained=False, input_shape=SMALL)
     assert model.layers[-2].name == "head_dropout" and model.layers[-2].rate == 0.3

@@ -79,6 +79,147 @@ def cmd_weights(args) -> int:
     return 0
 
 
+FLAG_HELP = {
+    "model": "catalog name, e.g. efficientnet_b0.imagenet", "data": "folder, tfds:NAME, digits, ...",
+    "pretrained": "true, false, a weights tag or a weights file", "classes": "comma-separated class subset",
+    "per_class": "labelled training examples per class", "image_size": "H,W (default: the model's)",
+    "recipe": "linear_probe, two_phase, gradual, full or lora", "epochs": "epochs in all",
+    "learning_rate": "base learning rate", "batch_size": "global batch size", "blocks": "blocks two_phase unfreezes",
+    "dropout": "dropout before the head", "head_hidden": "comma-separated widths of hidden head layers",
+    "augment": "none, light or strong", "lora_rank": "rank of LoRA adapters", "patience": "early-stopping "
+    "patience in epochs (none: off)", "seed": "random seed", "strategy": "auto, off, one_device, mirrored, "
+    "multi_worker or tpu", "mixed_precision": "mixed_float16 or mixed_bfloat16", "jit_compile": "true, false or auto",
+    "run_dir": "where the run goes (default runs/<time>-<arch>)", "baseline": "also train the same network from "
+    "scratch and report both",
+}
+
+
+def _value(text: str):
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _listed(text: str) -> list:
+    return [_value(item) for item in text.split(",") if item]
+
+
+def cmd_finetune(args) -> int:
+    import dataclasses
+
+    from zoo.jobs import BUNDLED_TASK, FinetuneConfig, run_finetune
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
+             if getattr(args, f.name) is not None}
+    if args.config:
+        values = dataclasses.asdict(FinetuneConfig.from_yaml(args.config))
+    else:
+        values = dict(BUNDLED_TASK) if not {"model", "data"} & set(given) else {}
+    config = FinetuneConfig.from_dict({**values, **given}, where="options")
+    summary = run_finetune(config, overwrite=args.overwrite)
+    print(f"\n{summary['model']} ({summary['recipe']}): test accuracy {summary['test_accuracy']:.3f}")
+    if "baseline" in summary:
+        b = summary["baseline"]
+        print(f"{b['model']} from scratch (full, learning rate {b['learning_rate']:.2g} from lr_find, same "
+              f"epochs): test accuracy {b['test_accuracy']:.3f}")
+    print(f"time {summary['seconds']:.0f} s; run directory {summary['run_dir']}")
+    return 0
+
+
+def _run_model(run: str):
+    from pathlib import Path
+
+    import zoo
+
+    path = Path(run) / "model.keras"
+    if not path.is_file():
+        raise ZooError(f"{run} holds no model.keras: give the directory of a finished run")
+    return zoo.load_model(path)
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from zoo.data import load
+    from zoo.jobs import FinetuneConfig
+
+    model = _run_model(args.run)
+    config = FinetuneConfig.from_yaml(Path(args.run) / "config.yaml")
+    same = args.data is None or args.data == config.data
+    _, val, test, info = load(args.data or config.data, image_size=tuple(model.input_shape[1:3]),
+                              channels=model.input_shape[3], batch_size=config.batch_size, shuffle=False,
+                              seed=config.seed, classes=config.classes if same else None,
+                              per_class=config.per_class if same else None)
+    if info.num_classes != model.output.shape[-1]:
+        raise ZooError(f"the data has {info.num_classes} classes but the model predicts "
+                       f"{model.output.shape[-1]}: give data with the run's classes")
+    import keras
+
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    for name, split in (("validation", val), ("test", test)):
+        if split is not None:
+            loss, accuracy = model.evaluate(split, verbose=0)
+            print(f"{name}: accuracy {accuracy:.4f}, loss {loss:.4f}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from zoo.data import read_image
+
+    model = _run_model(args.run)
+    meta = Path(args.run) / "config.json"
+    names = (json.loads(meta.read_text()).get("class_names") if meta.is_file() else None) or \
+        [str(i) for i in range(model.output.shape[-1])]
+    size, channels = tuple(model.input_shape[1:3]), model.input_shape[3]
+    images = np.stack([read_image(path, size, channels) for path in args.images])
+    logits = model.predict(images, verbose=0)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    for path, p in zip(args.images, probs):
+        top = np.argsort(p)[::-1][: args.top]
+        print(f"{path}: " + ", ".join(f"{names[i]} {p[i]:.3f}" for i in top))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    out = Path(args.out or Path(args.run) / "export")
+    if out.exists() and any(out.iterdir()):
+        raise ZooError(f"{out} already exists and is not empty: choose another --out")
+    model = _run_model(args.run)
+    model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
+    print(f"SavedModel: {out / 'saved_model'}")
+    if args.tflite:
+        import tensorflow as tf
+
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(out / "saved_model"))
+        (out / "model.tflite").write_bytes(converter.convert())
+        print(f"TFLite: {out / 'model.tflite'}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from zoo.jobs import pretrain
+
+    path, digest = pretrain(args.out, epochs=args.epochs, seed=args.seed)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
+    return 0
+
+
 def _need(value, action):
     if not value:
         raise ZooError(f"weights {action} needs a model name (or a file, for import)")
@@ -116,7 +257,52 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "path", "download", "import", "verify"])
     p.add_argument("name", nargs="?", help="model name (arch.tag), or for import the file")
     p.add_argument("--model", help="for import: the catalog entry the file belongs to")
+
+    p = sub("finetune", "fine-tune a catalog model; with no arguments, the bundled offline task",
+            "keras-zoo finetune --model efficientnet_b0.imagenet --data path/to/images --recipe two_phase "
+            "--epochs 10", cmd_finetune)
+    p.add_argument("--config", help="a run's config.yaml: reproduce it (flags given here override it)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+    _finetune_flags(p)
+
+    p = sub("evaluate", "evaluate a finished run's model", "keras-zoo evaluate runs/my-run --data digits",
+            cmd_evaluate)
+    p.add_argument("run")
+    p.add_argument("--data", help="data to evaluate on (default: the run's)")
+
+    p = sub("predict", "classify image files with a run's model",
+            "keras-zoo predict runs/my-run img1.jpg img2.png --top 3", cmd_predict)
+    p.add_argument("run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=3)
+
+    p = sub("export", "export a run's model as a SavedModel (and TFLite)",
+            "keras-zoo export runs/my-run --tflite", cmd_export)
+    p.add_argument("run")
+    p.add_argument("--out", help="output folder (default RUN/export)")
+    p.add_argument("--tflite", action="store_true", help="also write model.tflite")
+
+    p = sub("pretrain", "rebuild the bundled resnet_tiny.digits checkpoint (seeded)",
+            "keras-zoo pretrain --out zoo/pretrained/resnet_tiny_digits.weights.h5", cmd_pretrain)
+    p.add_argument("--out", default="resnet_tiny_digits.weights.h5")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _finetune_flags(p: argparse.ArgumentParser) -> None:
+    import typing
+
+    from zoo.jobs import FinetuneConfig
+
+    for field, hint in typing.get_type_hints(FinetuneConfig).items():
+        flag = "--" + field.replace("_", "-")
+        if hint is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FLAG_HELP[field])
+        elif "list" in str(hint):
+            p.add_argument(flag, type=_listed, default=None, help=FLAG_HELP[field])
+        else:
+            p.add_argument(flag, type=_value, default=None, dest=field, help=FLAG_HELP[field])
 
 
 def main(argv: list[str] | None = None) -> int:

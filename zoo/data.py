@@ -342,6 +342,23 @@ def _decode_file(path: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
 
 
+def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as the model takes it: 0-255 float32, resized, channels fixed.
+
+    Example:
+        >>> read_image("cat.jpg", (224, 224), 3).shape
+        (224, 224, 3)
+    """
+    if not Path(path).is_file():
+        raise DataError(f"no such image file: {path}")
+    try:
+        image = _decode_file(tf.constant(str(path)))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+        raise DataError(f"cannot read {path} as an image (PNG, JPEG, BMP or GIF): {e.message.splitlines()[0]}")
+    image = _to_channels(image, channels)
+    return tf.image.resize(tf.cast(image, tf.float32), image_size).numpy()
+
+
 def _checked_shape(path: tf.Tensor) -> tf.Tensor:
     """The (height, width, channels) of a file that decodes; an error otherwise. A JPEG is decoded
     at 1/8 scale: every byte is still read by the same decoder, at a quarter of the cost."""

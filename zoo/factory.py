@@ -33,6 +33,7 @@ def create_model(
     in_channels: int | None = None,
     pooling: str | None = None,
     dropout: float = 0.0,
+    head_hidden: tuple[int, ...] | None = None,
     include_preprocessing: bool = True,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
@@ -49,6 +50,8 @@ def create_model(
         pooling: ``avg``, ``max``, ``token`` (class token), ``flatten`` or ``none``; None takes the
             architecture's own (``avg`` for CNNs, ``token`` for ViT).
         dropout: dropout rate before the head.
+        head_hidden: widths of ReLU layers between the pooling and the head (``pre_logits_1``, ...);
+            None takes the architecture's own classifier MLP (VGG's 4096, 4096; none for most).
         include_preprocessing: put the family's input normalisation inside the model.
         features_only: return the stage feature maps: a dict keyed by str(stride), or with
             ``out_indices`` a list of the stages at those indices (0 is the first stage).
@@ -79,11 +82,16 @@ def create_model(
     x = backbone(x)
     x = _pool(x, pooling or spec.pooling)
     if num_classes:
-        for i, width in enumerate(spec.pre_logits, start=1):
+        hidden = spec.pre_logits if head_hidden is None else tuple(head_hidden)
+        if any(not isinstance(w, int) or w < 1 for w in hidden):
+            raise InvalidArgumentError(f"head_hidden must be positive widths, got {head_hidden!r}")
+        for i, width in enumerate(hidden, start=1):
             x = keras.layers.Dense(width, activation="relu", name=f"pre_logits_{i}")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        x = keras.layers.Dense(num_classes, name=HEAD)(x)
+        # zero-initialised, as BiT does: the first steps start from uniform predictions instead of
+        # random logits over large pretrained features
+        x = keras.layers.Dense(num_classes, kernel_initializer="zeros", name=HEAD)(x)
     return keras.Model(inputs, x, name=spec.arch)
 
 

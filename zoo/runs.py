@@ -103,3 +103,47 @@ def _plain(value):
     if isinstance(value, (Path, tuple, set)):
         return str(value) if isinstance(value, Path) else list(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch (train and validation), with phase changes marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if any(key in row for row in history):
+                ax.plot(epochs, [row.get(key, np.nan) for row in history], style, marker="o", label=key)
+        for before, row in zip(history, history[1:]):
+            if row["phase"] != before["phase"]:
+                ax.axvline(row["epoch"] - 0.5, color="grey", linewidth=0.8)
+                ax.text(row["epoch"] - 0.4, ax.get_ylim()[1], row["phase"], va="top", fontsize=8)
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (phase '{history[0]['phase']}' first)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
+    """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * n, 0.8 + 0.5 * n))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
+           xlabel="predicted", ylabel="true", title=title)
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, int(count), ha="center", va="center",
+                color="white" if count > matrix.max() / 2 else "black", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -4,7 +4,7 @@ All take raw 0-255 images rescaled to [0, 1] ("rescale"). ViT entries store thei
 embeddings at the grid of their default input (``pos_embed_grid``), so weights made at that size
 load into a model built at any other size (the embeddings are interpolated).
 """
-from zoo.registry import ModelSpec, register
+from zoo.registry import ModelSpec, WeightSpec, register
 
 MLP = "applications.mlp:build_mlp"
 RESNET = "applications.resnet:build_resnet"
@@ -35,6 +35,12 @@ register(ModelSpec(
     arch="resnet_tiny", family="resnet", builder=RESNET, input_size=(32, 32, 3), preprocessing="rescale",
     builder_kwargs={"depths": (2, 2, 2), "widths": (32, 64, 128), "block": "basic", "stem": "small"},
     stages=_resnet_stages((2, 2, 2), (1, 2, 4)), first_conv="stem_conv", min_input_size=8,
+    weights=(WeightSpec(
+        tag="digits", file_name="resnet_tiny_digits.weights.h5", bundled=True,
+        file_hash="f68368cf8948286bce240ac2d11f4726583ce3e1275c792027e325b3e51854cc",
+        dataset="scikit-learn digits 0-4", num_classes=5, input_size=(16, 16),
+        license="BSD-3-Clause (scikit-learn's digits data); Apache-2.0 (weights)",
+        description="pretrained by keras-zoo itself: `keras-zoo pretrain` (seeded), 30 epochs, 16x16 inputs"),),
     description="ResNet for 32x32 images: 3x3 stem, no max-pool, basic blocks [2, 2, 2] of widths 32-64-128 "
                 "(0.7M params)."))
 for arch, depths, block, params in [("resnet18", (2, 2, 2, 2), "basic", "11.7M"),

@@ -21,7 +21,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo import distribute
 from zoo.errors import InvalidArgumentError, ZooError
+from zoo.finetune.bn import recalibrate_batchnorm
 from zoo.finetune.features import extract, head_split
 from zoo.finetune.groups import freeze, freeze_to, groups, unfreeze
 from zoo.finetune.lora import apply_lora
@@ -105,14 +107,18 @@ def finetune(
     layer_decay: float | None = None,
     lora_rank: int = 4,
     augment: str = "none",
+    data_options: dict | None = None,
     shuffle: bool = True,
     cache_features: bool | str = "auto",
     patience: int | None = 3,
     train_bn: bool = False,
+    precise_bn: bool = True,
     run_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     seed: int = 0,
     jit_compile: bool | str = "auto",
+    strategy: str | tf.distribute.Strategy | None = None,
+    lr_scaling: str | None = None,
     verbose: int | str = "auto",
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` with a recipe; see ``RECIPES`` and ``plan``.
@@ -121,41 +127,60 @@ def finetune(
         data: anything ``zoo.data.load`` takes (a folder, ``"tfds:NAME"``, ``"digits"``, arrays), or a
             tuple ``(train, val[, test])`` of batched ``tf.data.Dataset``s of ``(image, label)``; pass
             them unshuffled: finetune shuffles each epoch by ``(seed, epoch)``, so runs resume exactly.
+        data_options: more arguments for ``zoo.data.load``, e.g. ``{"classes": [5, 6], "per_class": 10}``.
         blocks: the top blocks ``two_phase`` unfreezes after the head.
         lr_slice / layer_decay: discriminative rates across groups (fastai's slice, timm's decay);
             by default phases that train several groups spread 10x from bottom to top.
         shuffle: shuffle the training data every epoch (cached features too).
         cache_features: "auto" caches a frozen backbone's features when ``data`` is a source loaded
             without augmentation; True forces it for phases that train only the head.
+        precise_bn: after each phase, recompute trainable BatchNorm statistics from the training
+            data (short fine-tunes otherwise leave them near their starting values).
         patience: early stopping on validation loss (best weights kept); None disables it.
         run_dir: checkpoint every epoch there; calling again with the same arguments resumes.
+        strategy: a ``zoo.distribute.strategy`` name ("auto", "mirrored", "multi_worker", ...) or a
+            strategy; ``batch_size`` is global. A model built outside the strategy's scope is rebuilt
+            inside it (``result.model`` is then that copy).
+        lr_scaling: "linear" or "sqrt" scales ``learning_rate`` with the global batch over one device's.
     """
     if learning_rate <= 0:
         raise InvalidArgumentError(f"learning rates must be positive, got {learning_rate}")
+    strategy = distribute.strategy(strategy) if isinstance(strategy, str) else strategy or tf.distribute.get_strategy()
+    batches = distribute.batch_plan(strategy, batch_size=batch_size, learning_rate=learning_rate,
+                                    scale_rule=lr_scaling)
+    learning_rate = batches.learning_rate
+    model = _in_scope(model, strategy)
     gs = groups(model)
     phases = plan(recipe, epochs, blocks, len(gs) - 1)
-    train, val, test, num_classes, source = _data(data, model, batch_size, augment, seed)
+    train, val, test, num_classes, class_names, source = _data(data, model, batch_size, augment, seed, data_options or {})
     if model.output.shape[-1] != num_classes:
         raise InvalidArgumentError(f"the model's head has {model.output.shape[-1]} outputs but the data has "
                                    f"{num_classes} classes: create the model with num_classes={num_classes}")
     cache = cache_features is True or (cache_features == "auto" and source and augment == "none")
+    if run_dir is not None and not distribute.is_chief(strategy):
+        run_dir = distribute.backup_dir(run_dir, strategy)  # only the chief writes the run directory
     run = RunDir(run_dir) if run_dir is not None else None
-    loop = _Loop(model, train, val, run, seed=seed, shuffle=shuffle, patience=patience,
+    if verbose and batches.replicas > 1:
+        print(batches.describe())
+    loop = _Loop(model, train, val, run, seed=seed, shuffle=shuffle, patience=patience, precise_bn=precise_bn,
                  jit_compile=jit_compile, verbose=verbose)
     state = run.claim(overwrite) if run else None
     keras.utils.set_random_seed(seed)
     if state is None and run is not None:
         run.write_json("config.json", {"recipe": recipe, "epochs": epochs, "learning_rate": learning_rate,
                                        "batch_size": batch_size, "blocks": blocks, "seed": seed,
+                                       "distribution": batches.as_dict(), "class_names": class_names,
                                        "phases": [asdict(p) for p in phases]})
     loop.resume(state)
     for index, phase in enumerate(phases):
         if index < loop.phase_index:
             continue
         setup = _Setup(phase, train_bn, lora_rank, lr_slice, layer_decay)
-        loop.run_phase(index, phase, setup, learning_rate, optimizer, lr_schedule, warmup, cache)
+        with strategy.scope():
+            loop.run_phase(index, phase, setup, learning_rate, optimizer, lr_schedule, warmup, cache)
     loop.restore_best()
-    metrics = _evaluate(model, val, test)
+    with strategy.scope():
+        metrics = _evaluate(model, val, test)
     if run is not None:
         run.write_history(loop.history)
         run.write_json("metrics.json", metrics)
@@ -164,17 +189,29 @@ def finetune(
     return FinetuneResult(model, loop.history, metrics, str(run.path) if run else None, phases)
 
 
-def _data(data, model, batch_size, augment, seed):
+def _in_scope(model: keras.Model, strategy: tf.distribute.Strategy) -> keras.Model:
+    """The model itself if its variables belong to ``strategy``, else a copy built in its scope."""
+    if all(strategy.extended.variable_created_in_scope(v.value) for v in model.weights):  # the tf.Variable
+        return model
+    with strategy.scope():
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    return copy
+
+
+def _data(data, model, batch_size, augment, seed, options):
     """(train, val, test, num_classes, loaded from a source?)"""
+    if isinstance(data, tuple) and len(data) == 4 and hasattr(data[3], "num_classes"):
+        return (*data[:3], data[3].num_classes, list(data[3].class_names), True)  # from zoo.data.load
     if isinstance(data, tuple) and data and isinstance(data[0], tf.data.Dataset):
         train, val, test = (*data, None, None)[:3]
-        return train, val, test, int(model.output.shape[-1]), False
+        return train, val, test, int(model.output.shape[-1]), None, False
     from zoo import data as loader
 
     # unshuffled: finetune shuffles each epoch by (seed, epoch), which a resumed run can repeat
     train, val, test, info = loader.load(data, model=model, batch_size=batch_size, augment=augment,
-                                         shuffle=False, seed=seed)
-    return train, val, test, info.num_classes, True
+                                         shuffle=False, seed=seed, **options)
+    return train, val, test, info.num_classes, list(info.class_names), True
 
 
 @dataclass
@@ -230,19 +267,20 @@ def epochs_stream(examples: tf.data.Dataset, batch: int, first: int, last: int, 
 class _Loop:
     """Runs phases with ``model.fit``, checkpointing (atomically) at every epoch end."""
 
-    def __init__(self, model, train, val, run, *, seed, shuffle, patience, jit_compile, verbose):
+    def __init__(self, model, train, val, run, *, seed, shuffle, patience, precise_bn, jit_compile, verbose):
         self.model, self.train, self.val, self.run = model, train, val, run
+        self.precise_bn = precise_bn
         self.seed, self.shuffle, self.patience = seed, shuffle, patience
         self.jit_compile, self.verbose = jit_compile, verbose
         self.phase_index, self.phase_epoch = 0, 0
         self.history: list[dict] = []
-        self.best, self.wait = math.inf, 0
+        self.best, self.phase_best, self.wait = math.inf, math.inf, 0
         self.checkpoint: dict | None = None
         self.best_weights: list | None = None
 
     def state(self) -> dict:
         return {"phase_index": self.phase_index, "phase_epoch": self.phase_epoch, "history": self.history,
-                "best": self.best, "wait": self.wait}
+                "best": self.best, "phase_best": self.phase_best, "wait": self.wait}
 
     def resume(self, state: dict | None) -> None:
         if state is None or not self.run.exists(CHECKPOINT):
@@ -250,7 +288,7 @@ class _Loop:
         self.checkpoint = self.run.load_arrays(CHECKPOINT)
         saved = json.loads(str(self.checkpoint["state"][0]))
         self.phase_index, self.phase_epoch, self.history = saved["phase_index"], saved["phase_epoch"], saved["history"]
-        self.best, self.wait = saved["best"], saved["wait"]
+        self.best, self.phase_best, self.wait = saved["best"], saved["phase_best"], saved["wait"]
         print(f"resuming {self.run.path}: phase {self.phase_index + 1}, {self.phase_epoch} epochs done")
 
     def run_phase(self, index, phase, setup, learning_rate, optimizer, lr_schedule, warmup, cache) -> None:
@@ -283,15 +321,17 @@ class _Loop:
         if self.verbose:
             print(f"phase {index + 1} '{phase.name}': trains {phase.train}, {phase.epochs} epochs, "
                   f"lr {learning_rate * phase.lr_scale:g}" + (" (cached features)" if split else ""))
+        self.bn_data, self.val_data = epochs_stream(examples, batch, 0, 1, None), val
         if self.phase_epoch < phase.epochs:
             target.fit(train, validation_data=val, initial_epoch=self.phase_epoch, epochs=phase.epochs,
-                       steps_per_epoch=steps, callbacks=[_Epochs(self, phase, target)], verbose=self.verbose)
+                       steps_per_epoch=steps, shuffle=False, callbacks=[_Epochs(self, phase, target)],
+                       verbose=self.verbose)
         if getattr(target, "_zoo_nan", False):
             raise TrainingDivergedError(
                 f"the loss became NaN in phase '{phase.name}', epoch {self.phase_epoch + 1}: lower the learning "
                 f"rate; the last good checkpoint is kept" + (f" in {self.run.file(CHECKPOINT)}" if self.run else ""))
         self.restore_best()
-        self.phase_index, self.phase_epoch, self.wait = index + 1, 0, 0
+        self.phase_index, self.phase_epoch, self.phase_best, self.wait = index + 1, 0, math.inf, 0
         self.save(optimizer_variables=[])
 
     def _val(self, features: keras.Model):
@@ -317,13 +357,16 @@ class _Loop:
         self.phase_epoch += 1
         self.history.append({"phase": phase.name, "epoch": len(self.history) + 1,
                              **{k: float(v) for k, v in logs.items()}})
-        monitor = logs.get("val_loss", logs.get("loss"))
-        if monitor < self.best:
-            self.best, self.wait = float(monitor), 0
+        monitor = float(logs.get("val_loss", logs.get("loss")))
+        if monitor < self.best:  # the best weights of the whole run are the ones kept
+            self.best = monitor
             if self.run is not None:
                 self.run.save_arrays(BEST, {"model": self.model.get_weights()})
             else:
                 self.best_weights = self.model.get_weights()
+        # patience counts within the phase: unfreezing more layers first costs some loss
+        if monitor < self.phase_best:
+            self.phase_best, self.wait = monitor, 0
         else:
             self.wait += 1
             if self.patience is not None and self.wait >= self.patience:
@@ -353,8 +396,15 @@ class _Epochs(keras.callbacks.Callback):
             self.target.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if not getattr(self.target, "_zoo_nan", False):
-            self.loop.end_epoch(self.phase, self.target, logs or {})
+        if getattr(self.target, "_zoo_nan", False):
+            return
+        logs = dict(logs or {})
+        loop = self.loop
+        if loop.precise_bn and recalibrate_batchnorm(self.target, loop.bn_data) and loop.val_data is not None:
+            # the epoch's validation ran on stale moving statistics: validate again
+            scores = self.target.evaluate(loop.val_data, verbose=0, return_dict=True)
+            logs.update({f"val_{k}": v for k, v in scores.items()})
+        loop.end_epoch(self.phase, self.target, logs)
 
 
 def _logits(model: keras.Model) -> bool:

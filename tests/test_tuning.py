@@ -1,0 +1,299 @@
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras_tuner as kt
+import pytest
+import yaml
+
+import tuning
+from tuning.results import BEST_KEYS
+from tuning.space import DEFAULTS
+from zoo.errors import InvalidArgumentError, ZooError
+
+# The quickest trials: a small MLP on 8x8 digits, one epoch.
+FAST = {"image_size": (8, 8), "epochs": 1, "verbose": 0}
+
+
+def _rows(directory: Path) -> list[dict]:
+    with open(directory / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _trial_files(directory: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted((directory / "search").glob("trial_*/trial.json"))}
+
+
+# Space -------------------------------------------------------------------------------------
+
+
+def test_space_syntax_choice_range_log_fixed():
+    space = tuning.Space({"backbone": ["resnet_tiny", "mlp_small"], "learning_rate": (1e-4, 1e-2, "log"),
+                          "dropout": (0, 0.5), "batch_size": [16, 64], "head_width": {"choice": [16, 64]},
+                          "recipe": "linear_probe", "pretrained": [False, True]})
+    p = space.params
+    assert (p["backbone"].kind, p["backbone"].values) == ("choice", ("resnet_tiny", "mlp_small"))
+    assert (p["learning_rate"].kind, p["learning_rate"].values, p["learning_rate"].log) == ("range", (1e-4, 1e-2), True)
+    assert p["dropout"].values == (0.0, 0.5) and isinstance(p["dropout"].values[0], float)
+    assert (p["batch_size"].kind, p["batch_size"].values) == ("range", (16, 64))  # two ints: an int range
+    assert (p["head_width"].kind, p["head_width"].values) == ("choice", (16, 64))
+    assert (p["recipe"].kind, p["recipe"].values) == ("fixed", ("linear_probe",))
+
+    hp = kt.HyperParameters()
+    space.declare(hp)
+    kinds = {h.name: type(h).__name__ for h in hp.space}
+    assert kinds == {"backbone": "Choice", "pretrained": "Boolean", "recipe": "Fixed", "learning_rate": "Float",
+                     "batch_size": "Int", "dropout": "Float", "head_width": "Choice"}
+    assert hp.space[[h.name for h in hp.space].index("learning_rate")].sampling == "log"
+    config = space.config(hp)
+    assert config["pretrained"] is False  # a boolean, not keras-tuner's 0/1
+    assert config["head_hidden"] == [16]  # head_width alone: one hidden layer
+    assert "blocks" not in config  # linear_probe has no blocks
+
+
+def test_space_defaults_follow_zoo_finetune():
+    config = tuning.Space({"backbone": "resnet_tiny"}).config(kt.HyperParameters())
+    assert config == {"model": "resnet_tiny", "recipe": "two_phase", "blocks": 2, "learning_rate": 1e-3,
+                      "batch_size": 32, "augment": "none", "dropout": 0.0, "pretrained": False}
+    assert DEFAULTS["recipe"] == "two_phase"
+
+
+def test_conditional_options_are_active_only_where_they_apply():
+    space = tuning.Space({"backbone": "resnet_tiny", "recipe": ["linear_probe", "two_phase"], "blocks": (1, 3),
+                          "head_depth": [0, 2], "head_width": [16, 32]})
+    hp = kt.HyperParameters()
+    space.declare(hp)
+    assert {h.name for h in hp.space} >= {"blocks", "head_width"}  # registered though inactive
+    assert hp.values["recipe"] == "linear_probe" and "blocks" not in hp.values
+    assert hp.values["head_depth"] == 0 and "head_width" not in hp.values
+    assert space.config(hp)["head_hidden"] == []
+
+    hp.values.update(recipe="two_phase", blocks=3, head_depth=2, head_width=32)
+    config = space.config(hp)
+    assert config["blocks"] == 3 and config["head_hidden"] == [32, 32]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"backbone": "resnet_tiyn"}, "did you mean resnet_tiny"),
+    ({"backbone": ["resnet_tiny", "nope_net"]}, "unknown model 'nope_net'"),
+    ({"learning_rate": (1e-3, 1e-2)}, "needs a backbone"),
+    ({"backbone": "resnet_tiny", "lr": 0.1}, "unknown option 'lr'"),
+    ({"backbone": []}, "the choice is empty"),
+    ({"backbone": "resnet_tiny", "augment": []}, "the choice is empty"),
+    ({"backbone": "resnet_tiny", "dropout": (0.5, 0.1)}, "low end above its high end"),
+    ({"backbone": "resnet_tiny", "learning_rate": (1e-2, 1e-3)}, r"\{'choice'"),
+    ({"backbone": "resnet_tiny", "learning_rate": (0, 1e-2, "log")}, "log range needs positive ends"),
+    ({"backbone": "resnet_tiny", "dropout": (-0.1, 0.5, "log")}, "log range needs positive ends"),
+    ({"backbone": "resnet_tiny", "learning_rate": (1e-4, 1e-2, "exp")}, "got 'exp' as its third"),
+    ({"backbone": "resnet_tiny", "dropout": (0.0, 1.0)}, r"dropout takes a number in \[0, 1\)"),
+    ({"backbone": "resnet_tiny", "batch_size": (16.0, 64)}, "integer ends"),
+    ({"backbone": "resnet_tiny", "recipe": ["linear_probe", "magic"]}, "recipe: 'magic' is not valid"),
+    ({"backbone": "resnet_tiny", "augment": (1, 2)}, "reads as a range, but augment takes one of"),
+    ({"backbone": "resnet_tiny", "recipe": "linear_probe", "blocks": [1, 2, 3]}, "blocks applies only when recipe"),
+    ({"backbone": "resnet_tiny", "head_depth": 0, "head_width": [8, 16, 32]}, "head_width applies only when"),
+    ({"backbone": "mlp_base", "pretrained": True}, "mlp_base has no pretrained weights"),
+    ({"backbone": "resnet_tiny", "dropout": {"range": [0, 1]}}, "must be {'choice'"),
+])
+def test_bad_space_is_refused(spec, message):
+    with pytest.raises(tuning.SpaceError, match=message):
+        tuning.Space(spec)
+
+
+def test_space_errors_are_zoo_argument_errors():
+    with pytest.raises(InvalidArgumentError):
+        tuning.Space({"backbone": "resnet_tiny", "dropout": (0.5, 0.1)})
+
+
+def test_load_space_reads_yaml_numbers(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("backbone: [resnet_tiny, mlp_small]\nlearning_rate: [1e-4, 1e-2, log]\ndropout: [0, 0.5]\n"
+                    "batch_size: {choice: [16, 32]}\n")
+    space = tuning.load_space(path)
+    assert space.params["learning_rate"].values == (1e-4, 1e-2) and space.params["learning_rate"].log
+    assert space.params["batch_size"].kind == "choice"
+    with pytest.raises(tuning.SpaceError, match="no search space file"):
+        tuning.load_space(tmp_path / "missing.yaml")
+    path.write_text("- resnet_tiny\n")
+    with pytest.raises(tuning.SpaceError, match="mapping"):
+        tuning.load_space(path)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"objective": "val_auc"}, "objective 'val_auc' is not a metric"),
+    ({"tuner": "annealing"}, "unknown tuner 'annealing'"),
+    ({"max_trials": 0}, "max_trials must be a positive integer"),
+    ({"image_size": (4, 4)}, "below resnet_tiny's least input size 8x8"),
+    ({"space": {"backbone": "resnet_tiny", "recipe": "two_phase"}, "epochs": 1}, "needs at least 2 epochs"),
+    ({"distributed": "boss"}, "use 'chief', 'worker'"),
+    ({"distributed": "chief", "oracle_address": "localhost"}, "host:port"),
+])
+def test_bad_search_arguments_fail_before_any_trial(tmp_path, kwargs, message):
+    arguments = {"space": {"backbone": "resnet_tiny", "recipe": "linear_probe"}, "directory": tmp_path / "run",
+                 "verbose": 0, **kwargs}
+    with pytest.raises(ZooError, match=message):
+        tuning.search("digits", **arguments)
+    assert not (tmp_path / "run" / "search").exists()
+
+
+# Searches ----------------------------------------------------------------------------------
+
+
+def test_random_search_writes_table_plot_and_best_config(tmp_path):
+    seen = []
+    space = {"backbone": ["mlp_small", "resnet_tiny"], "recipe": "linear_probe",
+             "learning_rate": (1e-3, 1e-1, "log"), "head_depth": [0, 1], "head_width": [16, 32]}
+    result = tuning.search("digits", space, max_trials=3, directory=tmp_path, callback=seen.append, **FAST)
+
+    rows = _rows(tmp_path)
+    assert len(rows) == 3 == len(result.trials) == len(seen)
+    assert {r["status"] for r in rows} == {"COMPLETED"}
+    assert all(0 <= float(r["val_accuracy"]) <= 1 and float(r["score"]) == float(r["val_accuracy"]) for r in rows)
+    assert (tmp_path / "objective.png").read_bytes()[:4] == b"\x89PNG"
+
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert list(best) == [k for k in BEST_KEYS if k in best]
+    assert set(best) == set(BEST_KEYS) - {"blocks"}  # linear_probe: no blocks
+    winner = max(result.trials, key=lambda r: r["score"])
+    assert best == result.best_config
+    assert (best["model"], best["learning_rate"]) == (winner["backbone"], winner["learning_rate"])
+    assert best["head_hidden"] == ([winner["head_width"]] if winner["head_depth"] else [])
+    assert (best["data"], best["epochs"], best["image_size"], best["pretrained"]) == ("digits", 1, [8, 8], False)
+
+    # Same settings again: nothing left to run. Other settings: refused.
+    again = tuning.search("digits", space, max_trials=3, directory=tmp_path, callback=seen.append, **FAST)
+    assert len(seen) == 3 and again.best_config == best
+    with pytest.raises(tuning.SearchError, match="another objective"):
+        tuning.search("digits", space, objective="val_loss", max_trials=3, directory=tmp_path, **FAST)
+
+
+def test_shared_features_are_extracted_once_and_score_as_uncached():
+    space = tuning.Space({"backbone": "resnet_tiny", "recipe": "linear_probe", "dropout": [0.0, 0.3],
+                          "head_depth": [0, 1], "head_width": 16, "learning_rate": 1e-2})
+    data = tuning.TrialData("digits", seed=0)
+    shared = tuning.ZooHyperModel(space, data, epochs=2, image_size=(8, 8), patience=None)
+    plain = tuning.ZooHyperModel(space, data, epochs=2, image_size=(8, 8), patience=None, share_features=False)
+
+    def trial(hypermodel, **values):
+        hp = kt.HyperParameters()
+        hypermodel.declare_hyperparameters(hp)
+        hp.values.update(values)
+        hp.ensure_active_values()
+        return hypermodel.fit(hp, hypermodel.build(hp))
+
+    first = trial(shared)
+    second = trial(shared, dropout=0.3, head_depth=1)
+    assert shared.features.extractions == 2  # train and validation, once for both trials
+    assert first != second
+    for values, metrics in (({}, first), ({"dropout": 0.3, "head_depth": 1}, second)):
+        assert trial(plain, **values) == pytest.approx(metrics, rel=1e-4, abs=1e-5)
+
+
+def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
+    # mlp_small has 2 blocks: blocks=9 makes zoo.finetune raise in that trial only.
+    space = {"backbone": "mlp_small", "recipe": "two_phase", "blocks": {"choice": [9, 1]}}
+    result = tuning.search("digits", space, tuner="grid", max_trials=4, directory=tmp_path,
+                           **{**FAST, "epochs": 2})
+    rows = {r["blocks"]: r for r in _rows(tmp_path)}
+    assert rows["9"]["status"] == "FAILED" and "blocks=9" in rows["9"]["error"] and rows["9"]["score"] == ""
+    assert rows["1"]["status"] == "COMPLETED" and rows["1"]["error"] == ""
+    assert result.best_config["blocks"] == 1
+
+
+def test_search_stops_after_consecutive_failures(tmp_path):
+    space = {"backbone": "mlp_small", "recipe": "two_phase", "blocks": 9, "learning_rate": (1e-3, 1e-2)}
+    with pytest.raises(tuning.SearchError, match="last 2 trials failed.*blocks=9"):
+        tuning.search("digits", space, max_trials=5, max_failures=2, directory=tmp_path, **{**FAST, "epochs": 2})
+    assert [r["status"] for r in _rows(tmp_path)] == ["FAILED", "FAILED"]
+    assert not (tmp_path / "best.yaml").exists()
+
+
+@pytest.mark.parametrize("tuner", ["bayesian", "hyperband", "grid"])
+def test_every_tuner_runs(tmp_path, tuner):
+    space = {"backbone": "mlp_small", "recipe": "linear_probe", "learning_rate": [1e-3, 1e-2, 1e-1]}
+    epochs = 3 if tuner == "hyperband" else 1  # Hyperband's brackets need room: 1 epoch, then 3
+    result = tuning.search("digits", space, tuner=tuner, max_trials=2, directory=tmp_path, **{**FAST, "epochs": epochs})
+    assert [r["status"] for r in result.trials] == ["COMPLETED", "COMPLETED"]
+    assert len({r["learning_rate"] for r in result.trials}) == 2
+    if tuner == "hyperband":
+        assert all(r["epochs"] in (1, 3) for r in result.trials)
+
+
+# Subprocesses: kill and resume, chief and workers ------------------------------------------
+
+SCRIPT = """
+import sys, tuning
+space = {"backbone": "mlp_small", "recipe": "linear_probe", "learning_rate": (1e-3, 1e-1, "log"),
+         "dropout": (0.0, 0.5)}
+result = tuning.search("digits", space, max_trials=%d, epochs=%d, image_size=(8, 8), directory=sys.argv[1],
+                       verbose=0, **eval(sys.argv[2]))
+print("ran:", ",".join(r["trial"] for r in result.trials))
+"""
+
+
+def _start(tmp_path: Path, directory: Path, trials: int, epochs: int, **kwargs) -> subprocess.Popen:
+    script = tmp_path / "search.py"
+    script.write_text(SCRIPT % (trials, epochs))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, str(script), str(directory), repr(kwargs)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.1)
+
+
+def test_resume_after_sigkill_runs_only_the_remaining_trials(tmp_path):
+    directory = tmp_path / "run"
+    process = _start(tmp_path, directory, trials=5, epochs=2)
+
+    def completed():
+        return [k for k, t in _trial_files(directory).items() if t["status"] == "COMPLETED"]
+
+    _wait_for(lambda: len(completed()) >= 2 and len(_trial_files(directory)) > len(completed()), process)
+    time.sleep(0.5)  # into the next trial's training
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {k: t for k, t in _trial_files(directory).items() if t["status"] == "COMPLETED"}
+    assert 2 <= len(before) < 5
+
+    _finish(_start(tmp_path, directory, trials=5, epochs=2))
+    after = _trial_files(directory)
+    assert len(after) == 5 and {t["status"] for t in after.values()} == {"COMPLETED"}
+    # Completed trials were not run again: their records, down to each trial's run time, are unchanged.
+    assert {k: after[k] for k in before} == before
+    assert len(_rows(directory)) == 5
+
+
+@pytest.mark.slow
+def test_distributed_search_shares_trials_between_workers(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    directory = tmp_path / "run"
+    chief = _start(tmp_path, directory, trials=6, epochs=3, distributed="chief", oracle_address=address)
+    workers = [_start(tmp_path, directory, trials=6, epochs=3, distributed="worker", oracle_address=address,
+                      worker_id=f"worker{i}") for i in range(2)]
+    ran = [_finish(w).split("ran: ")[-1].strip().split(",") for w in workers]
+    _finish(chief)
+
+    assert all(r != [""] for r in ran), ran  # both workers ran trials
+    assert sorted(ran[0] + ran[1]) == [str(i) for i in range(6)]  # each trial once, by one worker
+    assert sorted(_trial_files(directory)) == [f"trial_{i}" for i in range(6)]
+    rows = _rows(directory)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"COMPLETED"}

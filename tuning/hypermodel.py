@@ -1,0 +1,156 @@
+"""A keras-tuner HyperModel over zoo models: ``build`` is ``zoo.create_model``, ``fit`` is ``zoo.finetune``.
+
+Trials that train only the head over a frozen backbone on unaugmented data (``linear_probe``, and the
+head phase of ``two_phase`` and ``gradual``) share that backbone's features: they are computed once
+per (backbone, input size, pretrained) and kept in memory for the whole search. Every trial builds
+its backbone from the same seed, so a random backbone is the same one in every trial too.
+
+Example:
+    >>> data = TrialData("digits", seed=0)
+    >>> hypermodel = ZooHyperModel(Space({"backbone": "resnet_tiny", "dropout": (0.0, 0.5)}), data, epochs=2)
+    >>> hp = keras_tuner.HyperParameters()
+    >>> metrics = hypermodel.fit(hp, hypermodel.build(hp))
+    >>> sorted(metrics)
+    ['accuracy', 'loss', 'val_accuracy', 'val_loss']
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+
+import zoo
+from zoo.data import DataInfo, load
+from zoo.finetune import recipes
+from zoo.finetune.features import extract
+from zoo.registry import resolve
+from tuning.space import Space
+
+Datasets = tuple[tf.data.Dataset, tf.data.Dataset]
+
+
+class TrialData:
+    """The search's data: loaded once per (image size, augmentation), re-batched for each trial."""
+
+    def __init__(self, source: Any, seed: int = 0):
+        self.source, self.seed = source, seed
+        self._loaded: dict[tuple, tuple] = {}
+
+    def load(self, image_size: tuple[int, int], augment: str = "none") -> tuple[tf.data.Dataset, tf.data.Dataset,
+                                                                                 DataInfo]:
+        """(train, validation, info) at this size, unshuffled: zoo.finetune shuffles by (seed, epoch)."""
+        key = (tuple(image_size), augment)
+        if key not in self._loaded:
+            train, val, _, info = load(self.source, image_size=key[0], augment=augment, shuffle=False, seed=self.seed)
+            self._loaded[key] = (train, val, info)
+        return self._loaded[key]
+
+    def splits(self, image_size: tuple[int, int], augment: str, batch_size: int) -> Datasets:
+        """(train in batches of ``batch_size``, validation)."""
+        train, val, info = self.load(image_size, augment)
+        steps = math.ceil(info.num_examples["train"] / batch_size)
+        # a known length spares zoo.finetune a pass over the data to count the steps
+        train = train.unbatch().batch(batch_size).apply(tf.data.experimental.assert_cardinality(steps))
+        return train, val
+
+
+class FeatureCache:
+    """Frozen-backbone features shared by trials, in memory: one entry per (backbone key, split)."""
+
+    def __init__(self):
+        self.arrays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.extractions = 0  # how many times a backbone ran over a split
+
+    def extractor(self, key: tuple, splits: dict[str, tf.data.Dataset], batch_size: int) -> Callable:
+        """A drop-in for ``zoo.finetune.features.extract`` that computes each split's features once."""
+
+        def shared(features: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
+            split = next(name for name, ds in splits.items() if ds is dataset)
+            if (key, split) not in self.arrays:
+                self.arrays[key, split] = extract(features, dataset)[:2]
+                self.extractions += 1
+            x, y = self.arrays[key, split]
+            return x, y, min(batch_size, len(x))
+
+        return shared
+
+
+@contextlib.contextmanager
+def _features_from(extractor: Callable | None):
+    """zoo.finetune computes a frozen backbone's features on every call; for one call, take them from
+    the search's cache instead. (To become an argument of zoo.finetune: see the tuning notes.)"""
+    if extractor is None:
+        yield
+        return
+    saved, recipes.extract = recipes.extract, extractor
+    try:
+        yield
+    finally:
+        recipes.extract = saved
+
+
+class ZooHyperModel(keras_tuner.HyperModel):
+    """Builds a trial's model with ``zoo.create_model`` and trains it with ``zoo.finetune``.
+
+    Args:
+        space: the search space.
+        data: the search's data.
+        epochs: epochs per trial (Hyperband sets its own per trial, at least 2).
+        image_size: (height, width) for every backbone; None: each backbone's default input size.
+        share_features: share frozen-backbone features across trials; False trains through the backbone.
+        patience: zoo.finetune's early stopping on validation loss; None trains every epoch.
+    """
+
+    def __init__(self, space: Space, data: TrialData, *, epochs: int = 6, image_size: tuple[int, int] | None = None,
+                 seed: int = 0, share_features: bool = True, patience: int | None = 3, verbose: int = 0):
+        super().__init__(name="zoo")
+        self.space, self.data, self.epochs, self.seed = space, data, epochs, seed
+        self.image_size = tuple(image_size) if image_size else None
+        self.features = FeatureCache() if share_features else None
+        self.patience, self.verbose = patience, verbose
+
+    def input_size(self, model: str) -> tuple[int, int]:
+        """The (height, width) a backbone is trained at."""
+        return self.image_size or tuple(resolve(model)[0].input_size[:2])
+
+    def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
+        self.space.declare(hp)
+
+    def config(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """The trial's fine-tuning config, under the keys ``keras-zoo finetune --config`` takes."""
+        config = self.space.config(hp)
+        budget = hp.values.get("tuner/epochs")  # Hyperband's
+        config["epochs"] = self.epochs if budget is None else max(budget, 2)  # two_phase and gradual need 2
+        config["image_size"] = list(self.input_size(config["model"]))
+        config["seed"] = self.seed
+        return config
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        config = self.config(hp)
+        info = self.data.load(config["image_size"])[2]
+        keras.utils.set_random_seed(self.seed)  # the same backbone weights in every trial: features can be shared
+        return zoo.create_model(config["model"], num_classes=info.num_classes, pretrained=config["pretrained"],
+                                input_shape=(*config["image_size"], info.channels), dropout=config["dropout"],
+                                head_hidden=config.get("head_hidden"))
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs) -> dict[str, float]:
+        """Fine-tune ``model`` as the trial says; returns its loss, accuracy, val_loss and val_accuracy."""
+        config = self.config(hp)
+        size = tuple(config["image_size"])
+        train, val = self.data.splits(size, config["augment"], config["batch_size"])
+        share = self.features is not None and config["augment"] == "none"
+        extractor = None
+        if share:
+            key = (config["model"], size, config["pretrained"])
+            extractor = self.features.extractor(key, {"train": train, "validation": val}, config["batch_size"])
+        options = {k: config[k] for k in ("recipe", "epochs", "learning_rate", "blocks") if k in config}
+        with _features_from(extractor):
+            result = zoo.finetune(model, (train, val), **options, cache_features=share, patience=self.patience,
+                                  seed=self.seed, verbose=self.verbose)
+        last = result.history[-1]
+        return {"loss": last["loss"], "accuracy": last["accuracy"], **result.metrics}
