@@ -46,3 +46,97 @@ def test_weights_path_is_in_keras_cache(tmp_path):
     out = run("weights", "path", "mobilenetv2", env={**os.environ, "KERAS_HOME": str(tmp_path)})
     assert out.returncode == 0
     assert out.stdout.strip() == str(tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+
+
+# The main job, end to end, on the bundled task in a few epochs ---------------------------------
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def keras_zoo(*args):
+    return subprocess.run(["keras-zoo", *map(str, args)], capture_output=True, text=True)
+
+
+def one_line_error(out, text):
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("keras-zoo: error:")]
+    assert len(errors) == 1 and text in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def bundled_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "bundled"
+    out = keras_zoo("finetune", "--epochs", 3, "--run-dir", run)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run, out.stdout
+
+
+def test_finetune_with_no_arguments_runs_the_bundled_task_and_reports_the_baseline(bundled_run):
+    run, stdout = bundled_run
+    assert "resnet_tiny.digits (full): test accuracy" in stdout
+    assert "resnet_tiny from scratch (full, learning rate" in stdout
+    for name in ["config.yaml", "history.csv", "metrics.json", "model.keras", "curves.png",
+                 "confusion_matrix.png", "README.md"]:
+        assert (run / name).stat().st_size > 0, name
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 <= summary["baseline"]["test_accuracy"] <= 1 and summary["baseline"]["learning_rate"] > 0
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + 3
+    assert "scikit-learn digits 0-4" in (run / "README.md").read_text()
+
+
+def test_a_run_reproduces_from_its_config(bundled_run, tmp_path):
+    run, _ = bundled_run
+    out = keras_zoo("finetune", "--config", run / "config.yaml", "--run-dir", tmp_path / "again", "--no-baseline")
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, again = (json.loads((d / "metrics.json").read_text()) for d in (run, tmp_path / "again"))
+    assert again["test_accuracy"] == first["test_accuracy"] and again["test_loss"] == pytest.approx(first["test_loss"])
+
+
+def test_evaluate_and_predict_a_finished_run(bundled_run, tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    run, _ = bundled_run
+    out = keras_zoo("evaluate", run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert out.returncode == 0 and f"test: accuracy {metrics['test_accuracy']:.4f}" in out.stdout
+    digits = load_digits()
+    image = tmp_path / "seven.png"
+    Image.fromarray((digits.images[digits.target == 7][0] * 255 / 16).astype("uint8")).save(image)
+    out = keras_zoo("predict", run, image, "--top", 2)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = out.stdout.strip()
+    assert line.startswith(f"{image}: ") and len(line.split(", ")) == 2
+    probabilities = [float(part.split()[-1]) for part in line.split(": ", 1)[1].split(", ")]
+    assert 0 <= probabilities[1] <= probabilities[0] <= 1
+
+
+def test_export_writes_a_saved_model_and_tflite(bundled_run, tmp_path):
+    import tensorflow as tf
+
+    run, _ = bundled_run
+    out = keras_zoo("export", run, "--out", tmp_path / "export", "--tflite")
+    assert out.returncode == 0, out.stderr[-2000:]
+    interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "export" / "model.tflite"))
+    interpreter.allocate_tensors()
+    assert list(interpreter.get_input_details()[0]["shape"][1:]) == [16, 16, 3]
+    assert list(interpreter.get_output_details()[0]["shape"]) == [1, 5]
+    assert (tmp_path / "export" / "saved_model" / "saved_model.pb").exists()
+
+
+def test_bad_input_on_the_command_line_is_one_line_and_exit_2(bundled_run, tmp_path):
+    run, _ = bundled_run
+    one_line_error(keras_zoo("finetune", "--data", tmp_path / "missing", "--model", "resnet_tiny"), "missing")
+    one_line_error(keras_zoo("finetune", "--model", "resnt_tiny"), "did you mean resnet_tiny")
+    one_line_error(keras_zoo("finetune", "--run-dir", run), "holds a finished run")
+    (tmp_path / "unknown.yaml").write_text("model: resnet_tiny\nbogus: 1\n")
+    one_line_error(keras_zoo("finetune", "--config", tmp_path / "unknown.yaml"), "unknown key(s) bogus")
+    (tmp_path / "wrong.yaml").write_text("model: resnet_tiny\nepochs: two\n")
+    one_line_error(keras_zoo("finetune", "--config", tmp_path / "wrong.yaml"), "'epochs' must be int")
+    (tmp_path / "bad.png").write_text("not an image")
+    one_line_error(keras_zoo("predict", run, tmp_path / "bad.png"), "not a PNG, JPEG")
+    assert np.isfinite(json.loads((run / "metrics.json").read_text())["test_loss"])

@@ -142,7 +142,7 @@ def _run_model(run: str):
     path = Path(run) / "model.keras"
     if not path.is_file():
         raise ZooError(f"{run} holds no model.keras: give the directory of a finished run")
-    return zoo.load_model(path)
+    return zoo.load_model(path, compile=False)
 
 
 def cmd_evaluate(args) -> int:

@@ -354,7 +354,7 @@ def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndar
     try:
         image = _decode_file(tf.constant(str(path)))
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-        raise DataError(f"cannot read {path} as an image (PNG, JPEG, BMP or GIF): {e.message.splitlines()[0]}")
+        raise DataError(f"cannot read {path}: it is not a PNG, JPEG, BMP, GIF or WebP image") from e
     image = _to_channels(image, channels)
     return tf.image.resize(tf.cast(image, tf.float32), image_size).numpy()
 
