@@ -41,7 +41,7 @@ print(zoo.trainable_summary(model))
 
 # 3. a learning rate for the head from the range test
 train, _, _, info = zoo.data.load(out / "images", model=model, batch_size=16)
-found = zoo.lr_find(model, train, end=1.0, steps=60, plot=str(out / "lr_find.png"))
+found = zoo.lr_find(model, train, start=1e-4, end=1.0, steps=60, plot=str(out / "lr_find.png"))
 print(f"lr_find suggests {found.suggestion:.2g} (plot: {out / 'lr_find.png'})")
 
 # 4. two phases: the head on cached features, then the top 2 blocks at a tenth of the rate

@@ -167,6 +167,17 @@ def test_discriminative_training_runs_under_xla_and_mixed_precision():
     assert out.stdout.strip() == "falls bfloat16", out.stderr[-2000:]
 
 
+def test_finetune_trains_a_mixed_precision_copy():
+    result = zoo.finetune(tiny_model(), datasets(), recipe="full", epochs=3, learning_rate=3e-3,
+                          mixed_precision="mixed_bfloat16", patience=None, verbose=0)
+    assert result.model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert result.model.get_layer("head").compute_dtype == "float32"
+    losses = [h["loss"] for h in result.history]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    with pytest.raises(InvalidArgumentError, match="mixed_float16 or mixed_bfloat16"):
+        zoo.finetune(tiny_model(), datasets(), mixed_precision="float8", verbose=0)
+
+
 def test_lora_trains_adapters_only_and_merges_on_save(tmp_path):
     model = tiny_model()
     adapted = zoo.apply_lora(model, rank=2)

@@ -88,7 +88,8 @@ FLAG_HELP = {
     "dropout": "dropout before the head", "head_hidden": "comma-separated widths of hidden head layers",
     "augment": "none, light or strong", "lora_rank": "rank of LoRA adapters", "patience": "early-stopping "
     "patience in epochs (none: off)", "seed": "random seed", "strategy": "auto, off, one_device, mirrored, "
-    "multi_worker or tpu", "mixed_precision": "mixed_float16 or mixed_bfloat16", "jit_compile": "true, false or auto",
+    "multi_worker or tpu", "lr_scaling": "linear or sqrt: scale the learning rate with the global batch",
+    "mixed_precision": "mixed_float16 or mixed_bfloat16", "jit_compile": "true, false or auto",
     "run_dir": "where the run goes (default runs/<time>-<arch>)", "baseline": "also train the same network from "
     "scratch and report both",
 }
@@ -123,6 +124,11 @@ def cmd_finetune(args) -> int:
         values = dataclasses.asdict(FinetuneConfig.from_yaml(args.config))
     else:
         values = dict(BUNDLED_TASK) if not {"model", "data"} & set(given) else {}
+    if args.workers:  # this machine's place in a multi-worker cluster, instead of a TF_CONFIG
+        from zoo.distribute import tf_config
+
+        os.environ["TF_CONFIG"] = tf_config(args.workers, args.worker_index)
+        given.setdefault("strategy", "multi_worker")
     config = FinetuneConfig.from_dict({**values, **given}, where="options")
     summary = run_finetune(config, overwrite=args.overwrite)
     print(f"\n{summary['model']} ({summary['recipe']}): test accuracy {summary['test_accuracy']:.3f}")
@@ -263,6 +269,8 @@ def _parser() -> argparse.ArgumentParser:
             "--epochs 10", cmd_finetune)
     p.add_argument("--config", help="a run's config.yaml: reproduce it (flags given here override it)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+    p.add_argument("--workers", help="host:port,host:port,...: the cluster, for --strategy multi_worker")
+    p.add_argument("--worker-index", type=int, default=0, help="this machine's index in --workers")
     _finetune_flags(p)
 
     p = sub("evaluate", "evaluate a finished run's model", "keras-zoo evaluate runs/my-run --data digits",

@@ -50,6 +50,7 @@ class FinetuneConfig:
     patience: int | None = 3
     seed: int = 0
     strategy: str = "auto"
+    lr_scaling: str | None = None
     mixed_precision: str | None = None
     jit_compile: bool | str = "auto"
     run_dir: str | None = None
@@ -103,8 +104,6 @@ def run_finetune(config: FinetuneConfig, *, overwrite: bool = False, verbose: in
 
     started = time.time()
     strategy = distribute.strategy(config.strategy)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(config.mixed_precision)
     spec, weight = resolve(config.model)
     size = tuple(config.image_size or (weight.input_size if weight and config.pretrained is True else None)
                  or spec.input_size[:2])
@@ -117,7 +116,8 @@ def run_finetune(config: FinetuneConfig, *, overwrite: bool = False, verbose: in
     options = dict(recipe=config.recipe, epochs=config.epochs, learning_rate=config.learning_rate,
                    blocks=config.blocks, augment=config.augment, lora_rank=config.lora_rank,
                    patience=config.patience, seed=config.seed, jit_compile=config.jit_compile,
-                   overwrite=overwrite, verbose=verbose, strategy=strategy)
+                   overwrite=overwrite, verbose=verbose, strategy=strategy,
+                   mixed_precision=config.mixed_precision, lr_scaling=config.lr_scaling)
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():

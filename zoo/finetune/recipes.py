@@ -119,6 +119,7 @@ def finetune(
     jit_compile: bool | str = "auto",
     strategy: str | tf.distribute.Strategy | None = None,
     lr_scaling: str | None = None,
+    mixed_precision: str | None = None,
     verbose: int | str = "auto",
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` with a recipe; see ``RECIPES`` and ``plan``.
@@ -141,6 +142,8 @@ def finetune(
         strategy: a ``zoo.distribute.strategy`` name ("auto", "mirrored", "multi_worker", ...) or a
             strategy; ``batch_size`` is global. A model built outside the strategy's scope is rebuilt
             inside it (``result.model`` is then that copy).
+        mixed_precision: "mixed_float16" or "mixed_bfloat16": train a copy of the model in that
+            policy (the head stays float32 for a stable loss); ``result.model`` is the copy.
         lr_scaling: "linear" or "sqrt" scales ``learning_rate`` with the global batch over one device's.
     """
     if learning_rate <= 0:
@@ -149,7 +152,7 @@ def finetune(
     batches = distribute.batch_plan(strategy, batch_size=batch_size, learning_rate=learning_rate,
                                     scale_rule=lr_scaling)
     learning_rate = batches.learning_rate
-    model = _in_scope(model, strategy)
+    model = _with_policy(model, mixed_precision, strategy) if mixed_precision else _in_scope(model, strategy)
     gs = groups(model)
     phases = plan(recipe, epochs, blocks, len(gs) - 1)
     train, val, test, num_classes, class_names, source = _data(data, model, batch_size, augment, seed, data_options or {})
@@ -195,6 +198,22 @@ def _in_scope(model: keras.Model, strategy: tf.distribute.Strategy) -> keras.Mod
         return model
     with strategy.scope():
         copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    return copy
+
+
+def _with_policy(model: keras.Model, policy: str, strategy: tf.distribute.Strategy) -> keras.Model:
+    """A copy of ``model`` whose layers compute in ``policy``, built in the strategy's scope."""
+    if policy not in ("mixed_float16", "mixed_bfloat16"):
+        raise InvalidArgumentError(f"mixed_precision must be mixed_float16 or mixed_bfloat16, got {policy!r}")
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer is model.layers[-1] else policy
+        return layer.__class__.from_config(config)
+
+    with strategy.scope():
+        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
         copy.set_weights(model.get_weights())
     return copy
 
