@@ -180,7 +180,10 @@ def test_save_and_load_in_a_fresh_process(tmp_path):
                                                       pos_embed_grid=4)), ["applications.vit"])
     for arch in ("resnet_tiny", "vit_pico_p4"):  # through the factory: its layers live in applications.layers
         module = resolve(arch)[0].builder.partition(":")[0]
-        models[arch] = (zoo.create_model(arch, num_classes=10, pretrained=False), [module, "applications.layers"])
+        model = zoo.create_model(arch, num_classes=10, pretrained=False)
+        head = model.get_layer("head")  # zero-initialised: give it values, so predictions differ
+        head.kernel.assign(np.random.default_rng(1).normal(size=head.kernel.shape).astype("float32"))
+        models[arch] = (model, [module, "applications.layers"])
     rng = np.random.default_rng(2)
     jobs, expected = [], {}
     for name, (model, modules) in models.items():

@@ -27,7 +27,6 @@ import tensorflow as tf
 import zoo
 from zoo.data import DataInfo, load
 from zoo.finetune import recipes
-from zoo.finetune.features import extract
 from zoo.registry import resolve
 from tuning.space import Space
 
@@ -67,12 +66,15 @@ class FeatureCache:
         self.extractions = 0  # how many times a backbone ran over a split
 
     def extractor(self, key: tuple, splits: dict[str, tf.data.Dataset], batch_size: int) -> Callable:
-        """A drop-in for ``zoo.finetune.features.extract`` that computes each split's features once."""
+        """A drop-in for ``zoo.finetune.features.extract`` (features, labels, batch size) that computes
+        each split's features once."""
 
         def shared(features: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
             split = next(name for name, ds in splits.items() if ds is dataset)
             if (key, split) not in self.arrays:
-                self.arrays[key, split] = extract(features, dataset)[:2]
+                # predict runs the backbone as one compiled function: about twice as fast as batch by batch
+                labels = np.concatenate([np.asarray(y) for _, y in dataset])
+                self.arrays[key, split] = (features.predict(dataset, verbose=0), labels)
                 self.extractions += 1
             x, y = self.arrays[key, split]
             return x, y, min(batch_size, len(x))

@@ -64,7 +64,8 @@ def create_model(
     spec, weight = resolve(name)
     num_classes = _check_options(spec, num_classes, pooling, dropout, features_only, out_indices)
     weight, weight_file = _pick_weights(spec, weight, name, pretrained)
-    shape = _input_shape(spec, input_shape, in_channels)
+    # pretrained weights bring the input size they were made at (timm's pretrained_cfg does the same)
+    shape = _input_shape(spec, input_shape or (weight.input_size if weight else None), in_channels)
 
     builder_kwargs = dict(spec.builder_kwargs)
     if spec.preprocessing == "builtin" and not include_preprocessing:

@@ -34,15 +34,17 @@ def head_split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
     chain = layers[top:]
     if not chain or any(w.trainable for layer in layers[:top] for w in layer.weights):
         return None
-    if any(len(layer._inbound_nodes) != 1 for layer in chain):
-        return None  # a layer used twice, or a branching top: not a chain
-    features = keras.Model(model.inputs, chain[0].input, name=f"{model.name}_features")
-    x = inputs = keras.Input(chain[0].input.shape[1:], name="features")
+    # the chain's input is the output of the layer below it (the probe below checks that); the head
+    # layers themselves may already be called in other graphs, so their own .input is ambiguous
+    features = keras.Model(model.inputs, layers[top - 1].output, name=f"{model.name}_features")
+    x = inputs = keras.Input(features.output.shape[1:], name="features")
     for layer in chain:
         x = layer(x)
-    if x.shape != model.output.shape:
+    head = keras.Model(inputs, x, name=f"{model.name}_head")
+    probe = np.zeros((1, *model.input_shape[1:]), "float32")  # the split must compute what the model does
+    if x.shape != model.output.shape or not np.allclose(head(features(probe)), model(probe), atol=1e-5):
         return None
-    return features, keras.Model(inputs, x, name=f"{model.name}_head")
+    return features, head
 
 
 def extract(features: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray, int]:
@@ -50,6 +52,6 @@ def extract(features: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray, int
     and the dataset's batch size (so the head trains on batches of the same size)."""
     xs, ys = [], []
     for images, labels in dataset:
-        xs.append(keras.ops.convert_to_numpy(features(images, training=False)))
+        xs.append(np.asarray(features.predict_on_batch(images)))  # a compiled graph, not eager calls
         ys.append(np.asarray(labels))
     return np.concatenate(xs), np.concatenate(ys), len(xs[0])

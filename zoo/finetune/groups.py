@@ -189,6 +189,8 @@ def trainable_summary(model: keras.Model) -> str:
         total = sum(int(w.numpy().size) for leaf in leaves for w in leaf.weights)
         train = sum(int(w.numpy().size) for leaf in leaves for w in leaf.trainable_weights)
         flags = {leaf.trainable for leaf in leaves if leaf.weights}
-        state = "trainable" if flags == {True} else "frozen" if flags == {False} else "partly trainable"
+        lora = any(getattr(sub, "lora_enabled", False) for leaf in leaves for sub in leaf._flatten_layers())
+        state = ("frozen" if train == 0 else "LoRA adapters" if lora else "trainable" if flags == {True}
+                 else "partly trainable")
         lines.append(f"{group.name:10} {state:17} {train:>12,} / {total:,} params")
     return "\n".join(lines)

@@ -79,7 +79,7 @@ def lr_find(model: keras.Model, data, *, start: float = 1e-7, end: float = 10.0,
     model.compile(optimizer=make_optimizer(optimizer, start),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     epochs = math.ceil(steps / max(1, int(data.cardinality()))) if int(data.cardinality()) > 0 else 1
-    model.fit(data, epochs=epochs, callbacks=[sweep], verbose=0)
+    model.fit(data, epochs=epochs, callbacks=[sweep], shuffle=False, verbose=0)
     model.set_weights(saved)
     if len(sweep.losses) < 3:
         raise InvalidArgumentError("lr_find needs at least 3 batches: give more data or more steps")

@@ -166,6 +166,7 @@ def finetune(
     if verbose and batches.replicas > 1:
         print(batches.describe())
     loop = _Loop(model, train, val, run, seed=seed, shuffle=shuffle, patience=patience, precise_bn=precise_bn,
+                 batch_size=batch_size if source else None,
                  jit_compile=jit_compile, verbose=verbose)
     state = run.claim(overwrite) if run else None
     keras.utils.set_random_seed(seed)
@@ -286,8 +287,10 @@ def epochs_stream(examples: tf.data.Dataset, batch: int, first: int, last: int, 
 class _Loop:
     """Runs phases with ``model.fit``, checkpointing (atomically) at every epoch end."""
 
-    def __init__(self, model, train, val, run, *, seed, shuffle, patience, precise_bn, jit_compile, verbose):
+    def __init__(self, model, train, val, run, *, seed, shuffle, patience, precise_bn, batch_size, jit_compile,
+                 verbose):
         self.model, self.train, self.val, self.run = model, train, val, run
+        self.batch_size = batch_size or _batch_size(train)
         self.precise_bn = precise_bn
         self.seed, self.shuffle, self.patience = seed, shuffle, patience
         self.jit_compile, self.verbose = jit_compile, verbose
@@ -324,7 +327,7 @@ class _Loop:
             examples, steps = tf.data.Dataset.from_tensor_slices((x, y)), math.ceil(len(x) / batch)
         else:
             target, val = model, self.val
-            examples, batch, steps = self.train.unbatch(), _batch_size(self.train), _steps(self.train)
+            examples, batch, steps = self.train.unbatch(), self.batch_size, _steps(self.train)
         seed = self.seed * 101 + index if self.shuffle else None
         train = epochs_stream(examples, batch, self.phase_epoch, phase.epochs, seed)
         total = steps * phase.epochs
@@ -431,11 +434,15 @@ def _logits(model: keras.Model) -> bool:
 
 
 def _evaluate(model: keras.Model, val, test) -> dict:
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=_logits(model)),
-                  metrics=["accuracy"])
+    """Loss and accuracy on the validation and test splits, without recompiling the model (a
+    compile would replace the optimizer state the saved model carries)."""
     metrics = {}
     for name, dataset in (("val", val), ("test", test)):
-        if dataset is not None:
-            loss, accuracy = model.evaluate(dataset, verbose=0)
-            metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = float(loss), float(accuracy)
+        if dataset is None:
+            continue
+        labels = np.concatenate([np.asarray(y) for _, y in dataset])
+        outputs = model.predict(dataset, verbose=0)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=_logits(model))(labels, outputs)
+        metrics[f"{name}_loss"] = float(loss)
+        metrics[f"{name}_accuracy"] = float(np.mean(np.argmax(outputs, axis=-1) == labels))
     return metrics
