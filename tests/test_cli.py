@@ -140,3 +140,18 @@ def test_bad_input_on_the_command_line_is_one_line_and_exit_2(bundled_run, tmp_p
     (tmp_path / "bad.png").write_text("not an image")
     one_line_error(keras_zoo("predict", run, tmp_path / "bad.png"), "not a PNG, JPEG")
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["test_loss"])
+
+
+def test_tune_then_retrain_the_best_trial_from_its_config(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("backbone: [mlp_small]\nlearning_rate: [0.0001, 0.01, log]\nrecipe: [full]\n")
+    out = keras_zoo("tune", "--space", space, "--data", "digits", "--max-trials", 2, "--epochs", 1,
+                    "--image-size", "8,8", "--directory", tmp_path / "search")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "best:" in out.stdout and (tmp_path / "search" / "trials.csv").exists()
+    out = keras_zoo("finetune", "--config", tmp_path / "search" / "best.yaml", "--run-dir", tmp_path / "best",
+                    "--epochs", 1)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "mlp_small" in out.stdout and (tmp_path / "best" / "model.keras").exists()
+    space.write_text("backbone: [no_such_net]\n")
+    one_line_error(keras_zoo("tune", "--space", space, "--directory", tmp_path / "bad"), "no_such_net")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 import keras_tuner as kt
+from tensorflow.python.framework import ops as tf_ops
 
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.finetune import plan
@@ -39,12 +40,29 @@ class SearchError(ZooError):
     """A search that cannot start or cannot go on."""
 
 
+def _gradient_registry() -> dict:
+    """TF's global registry of gradient functions. Each ``tf.custom_gradient`` traced into a graph adds
+    an entry ("CustomGradient-N") that keeps that graph, and the model's weights it captured, alive for
+    good (tensorflow#97697); Keras's optimizer traces one in every fit. Empty if TF stops keeping them there."""
+    return getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", {})
+
+
 class ZooTuner(kt.Tuner):
-    """Runs each trial with ``ZooHyperModel`` (memory freed first) and keeps the trials it ran."""
+    """Runs each trial with ``ZooHyperModel``, frees the last trial's memory first, and keeps the trials
+    it ran."""
 
     def __init__(self, *args, callback: Callable[[dict], None] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.callback, self.ran = callback, []
+        self._kept = set(_gradient_registry())  # what the process had before the search
+
+    def _release(self) -> None:
+        """Drop the last trial's models: Keras's session and the custom gradients TF would keep."""
+        keras.backend.clear_session()
+        registry = _gradient_registry()
+        for name in [n for n in registry if n.startswith("CustomGradient-") and n not in self._kept]:
+            del registry[name]
+        gc.collect()
 
     def _populate_initial_space(self) -> None:
         # One declaration registers every option, conditional ones included; keras-tuner's default
@@ -54,8 +72,7 @@ class ZooTuner(kt.Tuner):
         self.oracle.update_space(hp)
 
     def run_trial(self, trial: kt.engine.trial.Trial, *args, **kwargs) -> dict[str, float]:
-        keras.backend.clear_session()  # the last trial's models and graphs
-        gc.collect()
+        self._release()
         start = time.perf_counter()
         hp = trial.hyperparameters
         metrics = self.hypermodel.fit(hp, self.hypermodel.build(hp))
@@ -66,6 +83,10 @@ class ZooTuner(kt.Tuner):
         self.ran.append(trial)
         if self.callback is not None:
             self.callback(results.row(trial))
+
+    def on_search_end(self) -> None:
+        super().on_search_end()
+        self._release()
 
 
 def search(

@@ -226,6 +226,23 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    import tuning  # layer 3: imported only for this command
+
+    space = tuning.load_space(args.space)
+    role = "chief" if args.chief else "worker" if args.worker else None
+    result = tuning.search(args.data, space, tuner=args.tuner, objective=args.objective,
+                           max_trials=args.max_trials, epochs=args.epochs,
+                           image_size=tuple(args.image_size) if args.image_size else None,
+                           directory=args.directory, overwrite=args.overwrite, seed=args.seed,
+                           distributed=role, oracle_address=args.oracle, worker_id=args.worker_id)
+    if role != "worker":
+        print(result.table())
+        print(f"best: {result.best_config}\nresults in {args.directory} (trials.csv, objective.png, best.yaml); "
+              f"retrain with: keras-zoo finetune --config {args.directory}/best.yaml")
+    return 0
+
+
 def _need(value, action):
     if not value:
         raise ZooError(f"weights {action} needs a model name (or a file, for import)")
@@ -289,6 +306,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--out", help="output folder (default RUN/export)")
     p.add_argument("--tflite", action="store_true", help="also write model.tflite")
+
+    p = sub("tune", "search hyperparameters of zoo models with keras-tuner",
+            "keras-zoo tune --space space.yaml --data digits --tuner bayesian --max-trials 20", cmd_tune)
+    p.add_argument("--space", required=True, help="a YAML file: backbone, learning_rate, dropout, ... "
+                   "(a list is a choice, [low, high] a range, [low, high, log] a log range)")
+    p.add_argument("--data", default="digits", help="folder, tfds:NAME, digits, ...")
+    p.add_argument("--tuner", default="random", help="random, bayesian, hyperband or grid")
+    p.add_argument("--objective", default="val_accuracy")
+    p.add_argument("--max-trials", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (hyperband: the most)")
+    p.add_argument("--image-size", type=_listed, help="H,W for every backbone (default: each one's own)")
+    p.add_argument("--directory", default="tuning_runs/search", help="results; a search there resumes")
+    p.add_argument("--overwrite", action="store_true", help="start the search in --directory over")
+    p.add_argument("--seed", type=int, default=0)
+    role = p.add_mutually_exclusive_group()
+    role.add_argument("--chief", action="store_true", help="serve trials to workers at --oracle")
+    role.add_argument("--worker", action="store_true", help="run trials from the chief at --oracle")
+    p.add_argument("--oracle", default="127.0.0.1:8000", help="host:port of the chief")
+    p.add_argument("--worker-id", help="a name unique to this worker (default: host and process id)")
 
     p = sub("pretrain", "rebuild the bundled resnet_tiny.digits checkpoint (seeded)",
             "keras-zoo pretrain --out zoo/pretrained/resnet_tiny_digits.weights.h5", cmd_pretrain)
