@@ -316,3 +316,19 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path):
     with np.load(tmp_path / "full.npz") as a, np.load(tmp_path / "killed.npz") as b:
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("arch", ["mlp_small", "resnet_tiny"])
+def test_catalog_models_split_into_features_and_head_every_time(arch):
+    """The features end at the pooled vector (or the MLP's own output), and a second split works."""
+    from zoo.finetune.features import head_split
+
+    model = zoo.create_model(arch, num_classes=3, pretrained=False, input_shape=(8, 8))
+    zoo.freeze(model)
+    head = model.get_layer("head")
+    head.kernel.assign(np.random.default_rng(0).normal(size=head.kernel.shape).astype("float32"))
+    x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    for _ in range(2):
+        features, top = head_split(model)
+        assert len(features.output.shape) == 2
+        np.testing.assert_allclose(top(features(x)), model(x), rtol=1e-5, atol=1e-5)

@@ -34,9 +34,10 @@ def head_split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
     chain = layers[top:]
     if not chain or any(w.trainable for layer in layers[:top] for w in layer.weights):
         return None
-    # the chain's input is the output of the layer below it (the probe below checks that); the head
-    # layers themselves may already be called in other graphs, so their own .input is ambiguous
-    features = keras.Model(model.inputs, layers[top - 1].output, name=f"{model.name}_features")
+    # the chain's input in this model's graph: its first node (a layer also called by an earlier head
+    # model has more than one, so .input is ambiguous; the probe below checks the split)
+    features = keras.Model(model.inputs, chain[0]._inbound_nodes[0].input_tensors[0],
+                           name=f"{model.name}_features")
     x = inputs = keras.Input(features.output.shape[1:], name="features")
     for layer in chain:
         x = layer(x)
