@@ -60,8 +60,10 @@ def test_space_syntax_choice_range_log_fixed():
 def test_space_defaults_follow_zoo_finetune():
     config = tuning.Space({"backbone": "resnet_tiny"}).config(kt.HyperParameters())
     assert config == {"model": "resnet_tiny", "recipe": "two_phase", "blocks": 2, "learning_rate": 1e-3,
-                      "batch_size": 32, "augment": "none", "dropout": 0.0, "pretrained": False}
+                      "batch_size": 32, "augment": "none", "dropout": 0.0, "pretrained": True}
     assert DEFAULTS["recipe"] == "two_phase"
+    # pretrained where the entry has weights (resnet_tiny.digits is bundled), random weights otherwise
+    assert tuning.Space({"backbone": "mlp_base"}).config(kt.HyperParameters())["pretrained"] is False
 
 
 def test_conditional_options_are_active_only_where_they_apply():
@@ -146,7 +148,7 @@ def test_bad_search_arguments_fail_before_any_trial(tmp_path, kwargs, message):
 
 def test_random_search_writes_table_plot_and_best_config(tmp_path):
     seen = []
-    space = {"backbone": ["mlp_small", "resnet_tiny"], "recipe": "linear_probe",
+    space = {"backbone": ["resnet_tiny", "vit_pico_p4"], "recipe": "linear_probe", "pretrained": False,
              "learning_rate": (1e-3, 1e-1, "log"), "head_depth": [0, 1], "head_width": [16, 32]}
     result = tuning.search("digits", space, max_trials=3, directory=tmp_path, callback=seen.append, **FAST)
 
@@ -194,9 +196,16 @@ def test_shared_features_are_extracted_once_and_score_as_uncached():
         assert trial(plain, **values) == pytest.approx(metrics, rel=1e-4, abs=1e-5)
 
 
+def test_linear_probe_search_on_a_backbone_without_pooling(tmp_path):
+    # mlp_small's head sits right on its backbone (no pooling layer between them)
+    space = {"backbone": "mlp_small", "recipe": "linear_probe", "learning_rate": (1e-3, 1e-1, "log")}
+    result = tuning.search("digits", space, max_trials=2, directory=tmp_path, **FAST)
+    assert [r["status"] for r in result.trials] == ["COMPLETED", "COMPLETED"], result.trials[0]["error"]
+
+
 def test_failed_trial_is_recorded_and_the_search_goes_on(tmp_path):
-    # mlp_small has 2 blocks: blocks=9 makes zoo.finetune raise in that trial only.
-    space = {"backbone": "mlp_small", "recipe": "two_phase", "blocks": {"choice": [9, 1]}}
+    # resnet_tiny has 3 blocks: blocks=9 makes zoo.finetune raise in that trial only.
+    space = {"backbone": "resnet_tiny", "recipe": "two_phase", "blocks": {"choice": [9, 1]}}
     result = tuning.search("digits", space, tuner="grid", max_trials=4, directory=tmp_path,
                            **{**FAST, "epochs": 2})
     rows = {r["blocks"]: r for r in _rows(tmp_path)}
@@ -215,7 +224,7 @@ def test_search_stops_after_consecutive_failures(tmp_path):
 
 @pytest.mark.parametrize("tuner", ["bayesian", "hyperband", "grid"])
 def test_every_tuner_runs(tmp_path, tuner):
-    space = {"backbone": "mlp_small", "recipe": "linear_probe", "learning_rate": [1e-3, 1e-2, 1e-1]}
+    space = {"backbone": "mlp_small", "recipe": "full", "learning_rate": [1e-3, 1e-2, 1e-1]}
     epochs = 3 if tuner == "hyperband" else 1  # Hyperband's brackets need room: 1 epoch, then 3
     result = tuning.search("digits", space, tuner=tuner, max_trials=2, directory=tmp_path, **{**FAST, "epochs": epochs})
     assert [r["status"] for r in result.trials] == ["COMPLETED", "COMPLETED"]
@@ -228,7 +237,7 @@ def test_every_tuner_runs(tmp_path, tuner):
 
 SCRIPT = """
 import sys, tuning
-space = {"backbone": "mlp_small", "recipe": "linear_probe", "learning_rate": (1e-3, 1e-1, "log"),
+space = {"backbone": "mlp_small", "recipe": "full", "learning_rate": (1e-3, 1e-1, "log"),
          "dropout": (0.0, 0.5)}
 result = tuning.search("digits", space, max_trials=%d, epochs=%d, image_size=(8, 8), directory=sys.argv[1],
                        verbose=0, **eval(sys.argv[2]))
@@ -240,33 +249,57 @@ def _start(tmp_path: Path, directory: Path, trials: int, epochs: int, **kwargs) 
     script = tmp_path / "search.py"
     script.write_text(SCRIPT % (trials, epochs))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen([sys.executable, str(script), str(directory), repr(kwargs)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / f"process{len(list(tmp_path.glob('*.log')))}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, str(script), str(directory), repr(kwargs)], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, text=True)
+    process.log = log
+    return process
 
 
-def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
-    output, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, output[-3000:]
-    return output
+def _output(process: subprocess.Popen) -> str:
+    return process.log.read_text()
 
 
-def _wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+def _finish(*processes: subprocess.Popen, timeout: float = 300) -> list[str]:
+    """Wait for the processes; if one fails or time runs out, kill them all and fail with the logs."""
     end = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.1)
+    while any(p.poll() is None for p in processes):
+        if any(p.poll() not in (None, 0) for p in processes) or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    if any(p.poll() != 0 for p in processes):
+        for p in processes:
+            p.kill()
+            p.wait()
+        pytest.fail("\n---\n".join(f"exit {p.returncode}:\n{_output(p)[-3000:]}" for p in processes))
+    return [_output(p) for p in processes]
+
+
+def _statuses(directory: Path) -> dict[str, str]:
+    """Each trial's status; "" for a trial.json being written right now."""
+    statuses = {}
+    for path in (directory / "search").glob("trial_*/trial.json"):
+        try:
+            statuses[path.parent.name] = json.loads(path.read_text())["status"]
+        except json.JSONDecodeError:
+            statuses[path.parent.name] = ""
+    return statuses
 
 
 def test_resume_after_sigkill_runs_only_the_remaining_trials(tmp_path):
     directory = tmp_path / "run"
     process = _start(tmp_path, directory, trials=5, epochs=2)
 
-    def completed():
-        return [k for k, t in _trial_files(directory).items() if t["status"] == "COMPLETED"]
+    def mid_trial_after_two() -> bool:
+        statuses = list(_statuses(directory).values())
+        return statuses.count("COMPLETED") >= 2 and "RUNNING" in statuses
 
-    _wait_for(lambda: len(completed()) >= 2 and len(_trial_files(directory)) > len(completed()), process)
-    time.sleep(0.5)  # into the next trial's training
+    end = time.monotonic() + 240
+    while not mid_trial_after_two():
+        assert process.poll() is None and time.monotonic() < end, _output(process)[-3000:]
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the running trial's training
     process.send_signal(signal.SIGKILL)
     process.wait()
     before = {k: t for k, t in _trial_files(directory).items() if t["status"] == "COMPLETED"}
@@ -289,8 +322,8 @@ def test_distributed_search_shares_trials_between_workers(tmp_path):
     chief = _start(tmp_path, directory, trials=6, epochs=3, distributed="chief", oracle_address=address)
     workers = [_start(tmp_path, directory, trials=6, epochs=3, distributed="worker", oracle_address=address,
                       worker_id=f"worker{i}") for i in range(2)]
-    ran = [_finish(w).split("ran: ")[-1].strip().split(",") for w in workers]
-    _finish(chief)
+    *outputs, _ = _finish(*workers, chief)
+    ran = [output.split("ran: ")[-1].strip().split(",") for output in outputs]
 
     assert all(r != [""] for r in ran), ran  # both workers ran trials
     assert sorted(ran[0] + ran[1]) == [str(i) for i in range(6)]  # each trial once, by one worker

@@ -30,7 +30,7 @@ from zoo.finetune import recipes
 from zoo.registry import resolve
 from tuning.space import Space
 
-Datasets = tuple[tf.data.Dataset, tf.data.Dataset]
+Splits = tuple[tf.data.Dataset, tf.data.Dataset]  # (train, validation)
 
 
 class TrialData:
@@ -49,7 +49,7 @@ class TrialData:
             self._loaded[key] = (train, val, info)
         return self._loaded[key]
 
-    def splits(self, image_size: tuple[int, int], augment: str, batch_size: int) -> Datasets:
+    def splits(self, image_size: tuple[int, int], augment: str, batch_size: int) -> Splits:
         """(train in batches of ``batch_size``, validation)."""
         train, val, info = self.load(image_size, augment)
         steps = math.ceil(info.num_examples["train"] / batch_size)

@@ -112,7 +112,7 @@ class SearchResult:
 def write(trials: Iterable[Trial], best_config: dict | None, objective: str, direction: str,
           directory: Path) -> SearchResult:
     """Write trials.csv, objective.png and (if a trial completed) best.yaml under ``directory``."""
-    rows = [row(t) for t in sorted(trials, key=lambda t: t.trial_id)]
+    rows = [row(t) for t in sorted(trials, key=lambda t: int(t.trial_id))]
     files = {"trials": directory / "trials.csv", "plot": directory / "objective.png"}
     write_csv(rows, files["trials"])
     plot(rows, objective, direction, files["plot"])

@@ -48,8 +48,7 @@ def _gradient_registry() -> dict:
 
 
 class ZooTuner(kt.Tuner):
-    """Runs each trial with ``ZooHyperModel``, frees the last trial's memory first, and keeps the trials
-    it ran."""
+    """Runs each trial with ``ZooHyperModel``, frees its memory when it ends, and keeps the trials it ran."""
 
     def __init__(self, *args, callback: Callable[[dict], None] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,7 +56,7 @@ class ZooTuner(kt.Tuner):
         self._kept = set(_gradient_registry())  # what the process had before the search
 
     def _release(self) -> None:
-        """Drop the last trial's models: Keras's session and the custom gradients TF would keep."""
+        """Drop the trial's models: Keras's session, and the custom gradients TF would keep."""
         keras.backend.clear_session()
         registry = _gradient_registry()
         for name in [n for n in registry if n.startswith("CustomGradient-") and n not in self._kept]:
@@ -72,7 +71,6 @@ class ZooTuner(kt.Tuner):
         self.oracle.update_space(hp)
 
     def run_trial(self, trial: kt.engine.trial.Trial, *args, **kwargs) -> dict[str, float]:
-        self._release()
         start = time.perf_counter()
         hp = trial.hyperparameters
         metrics = self.hypermodel.fit(hp, self.hypermodel.build(hp))
@@ -80,13 +78,10 @@ class ZooTuner(kt.Tuner):
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
+        self._release()
         self.ran.append(trial)
         if self.callback is not None:
             self.callback(results.row(trial))
-
-    def on_search_end(self) -> None:
-        super().on_search_end()
-        self._release()
 
 
 def search(
@@ -157,8 +152,6 @@ def search(
         return results.SearchResult([results.row(t) for t in zoo_tuner.ran], None, objective)
     result = results.write(zoo_tuner.oracle.trials.values(), _best(zoo_tuner, hypermodel, data), objective,
                            OBJECTIVES[objective], directory)
-    if verbose:
-        print(result.table())
     if failure is not None:
         raise failure
     return result
