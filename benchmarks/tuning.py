@@ -1,6 +1,6 @@
 """A head-only search: plain keras-tuner over the full model against tuning.search's shared features.
 
-    python benchmarks/tuning.py [--trials 6] [--epochs 8] [--backbone resnet_tiny] [--size 32]
+    python benchmarks/tuning.py [--trials 6] [--epochs 10] [--backbone resnet_tiny] [--size 32]
     python benchmarks/tuning.py --rss [--trials 20]
 
 Both sides search the same space (learning rate, dropout, head depth and width over a frozen, randomly
@@ -103,7 +103,7 @@ def rss(args: argparse.Namespace, tmp: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--backbone", default="resnet_tiny")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)

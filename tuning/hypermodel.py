@@ -27,6 +27,7 @@ import tensorflow as tf
 import zoo
 from zoo.data import DataInfo, load
 from zoo.finetune import recipes
+from zoo.finetune.features import extract
 from zoo.registry import resolve
 from tuning.space import Space
 
@@ -72,9 +73,7 @@ class FeatureCache:
         def shared(features: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
             split = next(name for name, ds in splits.items() if ds is dataset)
             if (key, split) not in self.arrays:
-                # predict runs the backbone as one compiled function: about twice as fast as batch by batch
-                labels = np.concatenate([np.asarray(y) for _, y in dataset])
-                self.arrays[key, split] = (features.predict(dataset, verbose=0), labels)
+                self.arrays[key, split] = extract(features, dataset)[:2]
                 self.extractions += 1
             x, y = self.arrays[key, split]
             return x, y, min(batch_size, len(x))
@@ -85,7 +84,7 @@ class FeatureCache:
 @contextlib.contextmanager
 def _features_from(extractor: Callable | None):
     """zoo.finetune computes a frozen backbone's features on every call; for one call, take them from
-    the search's cache instead. (To become an argument of zoo.finetune: see the tuning notes.)"""
+    the search's cache instead. (Were ``extract`` an argument of zoo.finetune, this would be one.)"""
     if extractor is None:
         yield
         return
@@ -103,9 +102,10 @@ class ZooHyperModel(keras_tuner.HyperModel):
         space: the search space.
         data: the search's data.
         epochs: epochs per trial (Hyperband sets its own per trial, at least 2).
-        image_size: (height, width) for every backbone; None: each backbone's default input size.
+        image_size: (height, width) for every backbone; None: each backbone's own (see ``input_size``).
         share_features: share frozen-backbone features across trials; False trains through the backbone.
         patience: zoo.finetune's early stopping on validation loss; None trains every epoch.
+        verbose: zoo.finetune's.
     """
 
     def __init__(self, space: Space, data: TrialData, *, epochs: int = 6, image_size: tuple[int, int] | None = None,
@@ -117,8 +117,10 @@ class ZooHyperModel(keras_tuner.HyperModel):
         self.patience, self.verbose = patience, verbose
 
     def input_size(self, model: str) -> tuple[int, int]:
-        """The (height, width) a backbone is trained at."""
-        return self.image_size or tuple(resolve(model)[0].input_size[:2])
+        """The (height, width) a backbone is trained at: ``image_size``, else the size its weights were
+        made at, else its architecture's default."""
+        spec, weights = resolve(model)
+        return self.image_size or tuple((weights and weights.input_size) or spec.input_size[:2])
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         self.space.declare(hp)
@@ -141,7 +143,8 @@ class ZooHyperModel(keras_tuner.HyperModel):
                                 head_hidden=config.get("head_hidden"))
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs) -> dict[str, float]:
-        """Fine-tune ``model`` as the trial says; returns its loss, accuracy, val_loss and val_accuracy."""
+        """Fine-tune ``model`` as the trial says; returns its loss, accuracy, val_loss and val_accuracy.
+        (keras-tuner's fit arguments, such as callbacks, are not used.)"""
         config = self.config(hp)
         size = tuple(config["image_size"])
         train, val = self.data.splits(size, config["augment"], config["batch_size"])

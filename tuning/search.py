@@ -112,7 +112,8 @@ def search(
         tuner: "random", "bayesian", "hyperband" (``epochs`` is its max_epochs) or "grid".
         objective: one of ``OBJECTIVES``; val_* ones are measured on the validation split.
         max_trials: trials in all, counting those of an earlier run in ``directory``.
-        image_size: (height, width) for every backbone; None: each backbone's default input size.
+        image_size: (height, width) for every backbone; None: each backbone's own (its weights' input
+            size where they name one, else its architecture's).
         overwrite: start over; by default a search in ``directory`` resumes where it stopped and re-runs
             no completed trial.
         patience: early stopping within a trial (zoo.finetune's); None trains every epoch.
