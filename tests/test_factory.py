@@ -95,9 +95,9 @@ def test_saved_model_loads_in_a_fresh_process_with_safe_mode(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
     model.save(tmp_path / "m.keras")
-    code = ("import numpy as np, zoo; m = zoo.load_model(r'{0}/m.keras'); "
-            "np.testing.assert_allclose(m.predict(np.load(r'{0}/x.npy'), verbose=0), np.load(r'{0}/y.npy'), "
-            "rtol=1e-5, atol=1e-6); print('same')").format(tmp_path)
+    code = (f"import numpy as np, zoo; m = zoo.load_model(r'{tmp_path}/m.keras'); "
+            f"np.testing.assert_allclose(m.predict(np.load(r'{tmp_path}/x.npy'), verbose=0), "
+            f"np.load(r'{tmp_path}/y.npy'), rtol=1e-5, atol=1e-6); print('same')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "same", out.stderr[-2000:]
 

@@ -12,9 +12,8 @@ import tensorflow as tf
 
 import zoo
 from zoo.errors import InvalidArgumentError, ZooError
-from zoo.finetune import groups, make_optimizer, plan
-from zoo.finetune.recipes import TrainingDivergedError
 from zoo.runs import RunExistsError
+from zoo.training import TrainingDivergedError, groups, make_optimizer, plan
 
 SMALL = (32, 32)
 
@@ -128,7 +127,7 @@ def test_learning_rate_multipliers_give_steps_in_the_asked_ratio(name):
 def test_a_model_compiled_for_finetuning_saves_and_loads_in_a_fresh_process(tmp_path):
     model = zoo.create_model("mobilenetv3_small", num_classes=3, pretrained=False, input_shape=SMALL)
     zoo.freeze(model)
-    rate = zoo.finetune.schedule("one_cycle", 1e-3, total_steps=10)
+    rate = zoo.training.schedule("one_cycle", 1e-3, total_steps=10)
     model.compile(optimizer=make_optimizer("adamw", rate, multipliers={"head": 2.0}),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = arrays(16, 32)
@@ -150,7 +149,7 @@ def test_a_model_compiled_for_finetuning_saves_and_loads_in_a_fresh_process(tmp_
 def test_discriminative_training_runs_under_xla_and_mixed_precision():
     code = textwrap.dedent("""
         import keras, numpy as np
-        from zoo.finetune import make_optimizer
+        from zoo.training import make_optimizer
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         inputs = keras.Input((8,))
         x = keras.layers.Dense(16, activation="relu", name="low")(inputs)
@@ -232,11 +231,11 @@ def test_two_phase_trains_the_head_then_the_top_blocks():
 
 
 def test_plans_of_every_recipe():
-    assert [(p.name, p.epochs, p.train) for p in plan("gradual", 6, 2, 3)] == [
-        ("head", 1, "head"), ("top1", 1, "top:1"), ("top2", 1, "top:2"), ("top3", 3, "top:3")]
-    assert [p.train for p in plan("linear_probe", 2, 2, 4)] == ["head"]
-    assert [p.train for p in plan("full", 2, 2, 4)] == ["all"]
-    assert [p.train for p in plan("lora", 2, 2, 4)] == ["lora"]
+    assert [(p.name, p.epochs, p.trains, p.blocks) for p in plan("gradual", 6, 2, 3)] == [
+        ("head", 1, "head", 0), ("top1", 1, "top", 1), ("top2", 1, "top", 2), ("top3", 3, "top", 3)]
+    assert [p.trains for p in plan("linear_probe", 2, 2, 4)] == ["head"]
+    assert [p.trains for p in plan("full", 2, 2, 4)] == ["all"]
+    assert [p.trains for p in plan("lora", 2, 2, 4)] == ["lora"]
     assert [(p.epochs, p.lr_scale) for p in plan("two_phase", 6, 2, 4)] == [(2, 1.0), (4, 0.1)]
 
 
@@ -280,14 +279,15 @@ def test_lr_find_suggests_a_rate_and_restores_the_weights(tmp_path):
 
 
 RESUMABLE = textwrap.dedent("""
-    import sys, numpy as np, tensorflow as tf
+    import logging, sys, numpy as np, tensorflow as tf
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")  # zoo's log lines
     sys.path.insert(0, {tests!r})
     from test_finetune import tiny_model, datasets
     import zoo
     model = tiny_model()
     train, val = datasets()  # unshuffled: finetune shuffles each epoch by (seed, epoch)
     result = zoo.finetune(model, (train, val), recipe="two_phase", epochs=6, blocks=2, cache_features=True,
-                          patience=None, run_dir={run!r}, verbose=0)
+                          patience=None, run_dir={run!r}, verbose=2)
     np.savez({out!r}, *model.get_weights())
     print("done")
 """)
@@ -321,7 +321,7 @@ def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path):
 @pytest.mark.parametrize("arch", ["mlp_small", "resnet_tiny"])
 def test_catalog_models_split_into_features_and_head_every_time(arch):
     """The features end at the pooled vector (or the MLP's own output), and a second split works."""
-    from zoo.finetune.features import head_split
+    from zoo.training.features import head_split
 
     model = zoo.create_model(arch, num_classes=3, pretrained=False, input_shape=(8, 8))
     zoo.freeze(model)
@@ -332,3 +332,44 @@ def test_catalog_models_split_into_features_and_head_every_time(arch):
         features, top = head_split(model)
         assert len(features.output.shape) == 2
         np.testing.assert_allclose(top(features(x)), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_learning_rates_warm_up_for_the_batch_plans_epochs():
+    from zoo.config import FinetuneConfig
+    from zoo.distribute import batch_plan
+    from zoo.training.loop import _Finetune
+
+    # 8 replicas, linear scaling 8x: Goyal et al.'s warm-up over the plan's 3 epochs of 10 steps
+    job = _Finetune.__new__(_Finetune)
+    job.config = FinetuneConfig(lr_schedule="constant", warmup=0.0, learning_rate=0.1, lr_scaling="linear")
+    job.batches = batch_plan(8, per_replica_batch_size=32, learning_rate=0.1, scale_rule="linear")
+    assert job.batches.warmup_epochs == 3
+    rate = job.learning_rate(plan("full", 5, 2, 4)[0], steps=10)
+    assert [round(float(rate(step)), 6) for step in (0, 15, 30, 49)] == [0.0, 0.4, 0.8, 0.8]
+    job.batches = batch_plan(1, batch_size=32, learning_rate=0.1)  # no scaling: no warm-up, a constant rate
+    assert job.learning_rate(plan("full", 5, 2, 4)[0], steps=10) == pytest.approx(0.1)
+
+
+def test_lr_find_uses_the_loss_of_a_softmax_model():
+    from zoo.evaluation import from_logits
+
+    x, y = arrays()
+    inputs = keras.Input((16, 16, 3))
+    bias = np.array([2.0, 0.0, 0.0])
+    probs = keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.Constant(bias))(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, probs)
+    assert from_logits(model) is False and from_logits(tiny_model()) is True
+    found = zoo.lr_find(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(8), start=1e-12, end=1e-11,
+                        steps=4)
+    # zero kernels: every image gets p = softmax(bias); the first batch's cross-entropy is the mean of -log p[y]
+    p = np.exp(bias) / np.exp(bias).sum()
+    expected = float(np.mean(-np.log(p[y[:8]])))
+    read_as_logits = float(np.mean(-np.log((np.exp(p) / np.exp(p).sum())[y[:8]])))
+    assert found.losses[0] == pytest.approx(expected, rel=1e-4) and abs(expected - read_as_logits) > 0.1
+
+
+def test_tensorboard_logs_go_to_the_run_directory(tmp_path):
+    zoo.finetune(tiny_model(), datasets(), recipe="full", epochs=1, tensorboard=True, run_dir=tmp_path / "run",
+                 verbose=0)
+    assert any((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))

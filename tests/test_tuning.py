@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 import tuning
-from tuning.results import BEST_KEYS
 from tuning.space import DEFAULTS
+from zoo.config import FinetuneConfig, RunConfig
 from zoo.errors import InvalidArgumentError, ZooError
 
 # The quickest trials: a small MLP on 8x8 digits, one epoch.
@@ -62,6 +62,8 @@ def test_space_defaults_follow_zoo_finetune():
     assert config == {"model": "resnet_tiny", "recipe": "two_phase", "blocks": 2, "learning_rate": 1e-3,
                       "batch_size": 32, "augment": "none", "dropout": 0.0, "pretrained": True}
     assert DEFAULTS["recipe"] == "two_phase"
+    assert {k: getattr(FinetuneConfig(), k) for k in DEFAULTS if hasattr(FinetuneConfig, k)} == \
+        {k: v for k, v in DEFAULTS.items() if hasattr(FinetuneConfig, k)}
     # pretrained where the entry has weights (resnet_tiny.digits is bundled), random weights otherwise
     assert tuning.Space({"backbone": "mlp_base"}).config(kt.HyperParameters())["pretrained"] is False
 
@@ -159,8 +161,7 @@ def test_random_search_writes_table_plot_and_best_config(tmp_path):
     assert (tmp_path / "objective.png").read_bytes()[:4] == b"\x89PNG"
 
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
-    assert list(best) == [k for k in BEST_KEYS if k in best]
-    assert set(best) == set(BEST_KEYS) - {"blocks"}  # linear_probe: no blocks
+    assert list(best) == list(RunConfig.defaults())  # every option, in config.yaml's order
     winner = max(result.trials, key=lambda r: r["score"])
     assert best == result.best_config
     assert (best["model"], best["learning_rate"]) == (winner["backbone"], winner["learning_rate"])

@@ -15,9 +15,9 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import keras_tuner
@@ -25,11 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 import zoo
-from zoo.data import DataInfo, load
-from zoo.finetune import recipes
-from zoo.finetune.features import extract
-from zoo.registry import resolve
 from tuning.space import Space
+from zoo.data import DataInfo, load
+from zoo.registry import resolve
+from zoo.training.features import extract
 
 Splits = tuple[tf.data.Dataset, tf.data.Dataset]  # (train, validation)
 
@@ -67,8 +66,8 @@ class FeatureCache:
         self.extractions = 0  # how many times a backbone ran over a split
 
     def extractor(self, key: tuple, splits: dict[str, tf.data.Dataset], batch_size: int) -> Callable:
-        """A drop-in for ``zoo.finetune.features.extract`` (features, labels, batch size) that computes
-        each split's features once."""
+        """An ``extractor`` for ``zoo.finetune`` (features, labels, batch size, as
+        ``zoo.training.features.extract``) that computes each split's features once."""
 
         def shared(features: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
             split = next(name for name, ds in splits.items() if ds is dataset)
@@ -79,20 +78,6 @@ class FeatureCache:
             return x, y, min(batch_size, len(x))
 
         return shared
-
-
-@contextlib.contextmanager
-def _features_from(extractor: Callable | None):
-    """zoo.finetune computes a frozen backbone's features on every call; for one call, take them from
-    the search's cache instead. (Were ``extract`` an argument of zoo.finetune, this would be one.)"""
-    if extractor is None:
-        yield
-        return
-    saved, recipes.extract = recipes.extract, extractor
-    try:
-        yield
-    finally:
-        recipes.extract = saved
 
 
 class ZooHyperModel(keras_tuner.HyperModel):
@@ -120,7 +105,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
         """The (height, width) a backbone is trained at: ``image_size``, else the size its weights were
         made at, else its architecture's default."""
         spec, weights = resolve(model)
-        return self.image_size or tuple((weights and weights.input_size) or spec.input_size[:2])
+        return self.image_size or spec.image_size(weights)
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         self.space.declare(hp)
@@ -131,7 +116,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
         budget = hp.values.get("tuner/epochs")  # Hyperband's
         config["epochs"] = self.epochs if budget is None else max(budget, 2)  # two_phase and gradual need 2
         config["image_size"] = list(self.input_size(config["model"]))
-        config["seed"] = self.seed
+        config["seed"], config["patience"] = self.seed, self.patience
         return config
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
@@ -154,8 +139,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
             key = (config["model"], size, config["pretrained"])
             extractor = self.features.extractor(key, {"train": train, "validation": val}, config["batch_size"])
         options = {k: config[k] for k in ("recipe", "epochs", "learning_rate", "blocks") if k in config}
-        with _features_from(extractor):
-            result = zoo.finetune(model, (train, val), **options, cache_features=share, patience=self.patience,
-                                  seed=self.seed, verbose=self.verbose)
+        result = zoo.finetune(model, (train, val), **options, cache_features=share, patience=self.patience,
+                              seed=self.seed, verbose=self.verbose, extractor=extractor)
         last = result.history[-1]
         return {"loss": last["loss"], "accuracy": last["accuracy"], **result.metrics}

@@ -9,18 +9,19 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import yaml
 from keras_tuner.engine.trial import Trial
 from matplotlib.figure import Figure
 
-# best.yaml's keys, in the order `keras-zoo finetune --config best.yaml` documents them
-BEST_KEYS = ("model", "data", "recipe", "epochs", "learning_rate", "batch_size", "blocks", "dropout", "head_hidden",
-             "augment", "pretrained", "seed", "image_size")
+from zoo.config import RunConfig
+from zoo.files import atomic_save, atomic_write
+from zoo.text import table
 
 
 def row(trial: Trial) -> dict[str, Any]:
@@ -44,25 +45,18 @@ def _columns(rows: list[dict]) -> list[str]:
     return [*columns, "error"] if rows else []
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def format_table(rows: list[dict]) -> str:
-    """Rows as an aligned text table."""
+    """Rows as an aligned text table (floats to 4 significant digits, None as empty)."""
     columns = _columns(rows)
-    cells = [columns] + [[_text(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in cells)
+    return table([[r.get(c) for c in columns] for r in rows], columns) if columns else ""
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=_columns(rows))
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=_columns(rows))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())
 
 
 def plot(rows: list[dict], objective: str, direction: str, path: Path) -> None:
@@ -83,7 +77,7 @@ def plot(rows: list[dict], objective: str, direction: str, path: Path) -> None:
     ax.set_xlabel("trial" + (" (red: failed)" if failed else ""))
     ax.set_ylabel(objective)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100))
 
 
 def _finite(value: Any) -> bool:
@@ -118,6 +112,6 @@ def write(trials: Iterable[Trial], best_config: dict | None, objective: str, dir
     plot(rows, objective, direction, files["plot"])
     if best_config is not None:
         files["best"] = directory / "best.yaml"
-        ordered = {k: best_config[k] for k in BEST_KEYS if k in best_config}
-        files["best"].write_text(yaml.safe_dump(ordered, sort_keys=False))
+        # every option, as a run's config.yaml: `keras-zoo finetune --config best.yaml` retrains the trial
+        atomic_write(files["best"], RunConfig.from_dict(best_config).to_yaml())
     return SearchResult(rows, best_config, objective, str(directory), {k: str(v) for k, v in files.items()})

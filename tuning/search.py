@@ -9,24 +9,26 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import socket
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import keras
 import keras_tuner as kt
-from tensorflow.python.framework import ops as tf_ops
 
-from zoo.errors import InvalidArgumentError, ZooError
-from zoo.finetune import plan
-from zoo.registry import resolve
 from tuning import results
 from tuning.hypermodel import TrialData, ZooHyperModel
 from tuning.space import Space
+from zoo.config import RunConfig
+from zoo.errors import InvalidArgumentError, ZooError
+from zoo.files import atomic_write
+from zoo.memory import released
+from zoo.registry import resolve
+from zoo.training import plan
 
 ORACLES = {"random": kt.oracles.RandomSearchOracle, "bayesian": kt.oracles.BayesianOptimizationOracle,
            "hyperband": kt.oracles.HyperbandOracle, "grid": kt.oracles.GridSearchOracle}
@@ -40,28 +42,12 @@ class SearchError(ZooError):
     """A search that cannot start or cannot go on."""
 
 
-def _gradient_registry() -> dict:
-    """TF's global registry of gradient functions. Each ``tf.custom_gradient`` traced into a graph adds
-    an entry ("CustomGradient-N") that keeps that graph, and the model's weights it captured, alive for
-    good (tensorflow#97697); Keras's optimizer traces one in every fit. Empty if TF stops keeping them there."""
-    return getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", {})
-
-
 class ZooTuner(kt.Tuner):
     """Runs each trial with ``ZooHyperModel``, frees its memory when it ends, and keeps the trials it ran."""
 
     def __init__(self, *args, callback: Callable[[dict], None] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.callback, self.ran = callback, []
-        self._kept = set(_gradient_registry())  # what the process had before the search
-
-    def _release(self) -> None:
-        """Drop the trial's models: Keras's session, and the custom gradients TF would keep."""
-        keras.backend.clear_session()
-        registry = _gradient_registry()
-        for name in [n for n in registry if n.startswith("CustomGradient-") and n not in self._kept]:
-            del registry[name]
-        gc.collect()
 
     def _populate_initial_space(self) -> None:
         # One declaration registers every option, conditional ones included; keras-tuner's default
@@ -73,12 +59,15 @@ class ZooTuner(kt.Tuner):
     def run_trial(self, trial: kt.engine.trial.Trial, *args, **kwargs) -> dict[str, float]:
         start = time.perf_counter()
         hp = trial.hyperparameters
-        metrics = self.hypermodel.fit(hp, self.hypermodel.build(hp))
+        with released():  # the custom gradients TF would keep, with the trial's model, for good
+            try:
+                metrics = self.hypermodel.fit(hp, self.hypermodel.build(hp))
+            finally:
+                keras.backend.clear_session()  # the trial's layers and names in Keras's session
         return {**metrics, "seconds": time.perf_counter() - start}
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
-        self._release()
         self.ran.append(trial)
         if self.callback is not None:
             self.callback(results.row(trial))
@@ -206,8 +195,7 @@ def _claim(directory: Path, overwrite: bool, settings: dict) -> None:
             raise SearchError(f"{directory} holds a search with another {', '.join(changed)}: resume it with the "
                               f"same settings, pass overwrite=True to start over, or use another directory")
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1))
+    atomic_write(path, json.dumps(settings, indent=1))
 
 
 def _oracle(tuner: str, objective: str, max_trials: int, epochs: int, seed: int, max_failures: int) -> kt.Oracle:
@@ -264,4 +252,4 @@ def _best(tuner: ZooTuner, hypermodel: ZooHyperModel, data: Any) -> dict | None:
     config = hypermodel.config(best[0].hyperparameters.copy())
     if _name(data) is not None:
         config["data"] = _name(data)
-    return config
+    return RunConfig.from_dict(config, where="best trial").as_dict()  # every option: what best.yaml holds

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import inspect
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import keras_tuner as kt
 import yaml
 
-from zoo.data import AUGMENT_PRESETS
+from zoo.config import AUGMENTS, RECIPES, FinetuneConfig
 from zoo.errors import InvalidArgumentError, UnknownModelError
-from zoo.finetune import RECIPES, finetune
 from zoo.registry import resolve
 
 
@@ -51,7 +50,7 @@ OPTIONS = {
     "dropout": _Option(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "head_depth": _Option(int, lambda v: v >= 0, "an integer >= 0"),
     "head_width": _Option(int, lambda v: v >= 1, "a positive integer"),
-    "augment": _Option(str, lambda v: v in AUGMENT_PRESETS, f"one of {', '.join(AUGMENT_PRESETS)}"),
+    "augment": _Option(str, lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)}"),
 }
 # An option that applies only for some values of another: child -> (parent, test, when, in words).
 CONDITIONS = {
@@ -59,9 +58,9 @@ CONDITIONS = {
     "head_width": ("head_depth", lambda depth: depth > 0, "head_depth > 0"),
 }
 HEAD = {"head_depth", "head_width"}  # either one in the space sets head_hidden = [head_width] * head_depth
-_FINETUNE = inspect.signature(finetune).parameters
 # zoo.finetune's own defaults, so an option left out trains as `keras-zoo finetune` would.
-DEFAULTS = {name: _FINETUNE[name].default for name in ("recipe", "blocks", "learning_rate", "batch_size", "augment")}
+DEFAULTS = {name: FinetuneConfig.defaults()[name] for name in ("recipe", "blocks", "learning_rate", "batch_size",
+                                                                 "augment")}
 DEFAULTS |= {"dropout": 0.0, "head_depth": 1, "head_width": 128}
 
 

@@ -16,13 +16,16 @@ from zoo.registry import families, list_models, model_info
 
 __version__ = "0.1.0"
 
-_LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory",
-         **{name: "zoo.finetune" for name in ("freeze", "unfreeze", "freeze_to", "trainable_summary", "lr_find",
-                                             "apply_lora")}}
-_SUBMODULES = {"data", "weights", "factory", "registry", "errors", "finetune", "runs", "distribute"}
+_LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory", "entry_of": "zoo.backbone",
+         "save_backbone_weights": "zoo.backbone", "FinetuneConfig": "zoo.config", "RunConfig": "zoo.config",
+         **{name: "zoo.training" for name in ("finetune", "freeze", "unfreeze", "freeze_to", "trainable_summary",
+                                             "lr_find", "apply_lora")}}
+_SUBMODULES = {"data", "weights", "factory", "registry", "errors", "training", "runs", "distribute", "config",
+               "backbone", "evaluation"}
 
-__all__ = ["ZooError", "apply_lora", "create_model", "families", "finetune", "freeze", "freeze_to", "list_models",
-           "load_model", "lr_find", "model_info", "trainable_summary", "unfreeze"]
+__all__ = ["FinetuneConfig", "RunConfig", "ZooError", "apply_lora", "create_model", "entry_of", "families",
+           "finetune", "freeze", "freeze_to", "list_models", "load_model", "lr_find", "model_info",
+           "save_backbone_weights", "trainable_summary", "unfreeze"]
 
 
 def __getattr__(name: str):

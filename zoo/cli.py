@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import textwrap
 
 from zoo.errors import ZooError
 from zoo.registry import list_models, model_info, resolve, specs
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+from zoo.text import table
 
 
 def cmd_list(args) -> int:
@@ -23,7 +19,7 @@ def cmd_list(args) -> int:
         spec, weight = resolve(name)
         h, w, c = spec.input_size
         rows.append([name, spec.family, f"{h}x{w}x{c}", weight.dataset if weight else "-", spec.source])
-    print(_table(rows, ["model", "family", "input", "pretrained on", "source"]))
+    print(table(rows, ["model", "family", "input", "pretrained on", "source"]))
     print(f"{len(rows)} models")
     return 0
 
@@ -57,7 +53,7 @@ def cmd_weights(args) -> int:
                 state = "missing" if not st["present"] else {True: "ok", False: "BAD HASH", None: "unverifiable"}[
                     st["verified"]]
                 rows.append([st["name"], state, st["path"]])
-        print(_table(rows, ["model", "state", "path"]))
+        print(table(rows, ["model", "state", "path"]))
     elif args.action == "path":
         print(weights.local_path(resolve(_need(args.name, "path"))[1]))
     elif args.action == "download":
@@ -79,23 +75,8 @@ def cmd_weights(args) -> int:
     return 0
 
 
-FLAG_HELP = {
-    "model": "catalog name, e.g. efficientnet_b0.imagenet", "data": "folder, tfds:NAME, digits, ...",
-    "pretrained": "true, false, a weights tag or a weights file", "classes": "comma-separated class subset",
-    "per_class": "labelled training examples per class", "image_size": "H,W (default: the model's)",
-    "recipe": "linear_probe, two_phase, gradual, full or lora", "epochs": "epochs in all",
-    "learning_rate": "base learning rate", "batch_size": "global batch size", "blocks": "blocks two_phase unfreezes",
-    "dropout": "dropout before the head", "head_hidden": "comma-separated widths of hidden head layers",
-    "augment": "none, light or strong", "lora_rank": "rank of LoRA adapters", "patience": "early-stopping "
-    "patience in epochs (none: off)", "seed": "random seed", "strategy": "auto, off, one_device, mirrored, "
-    "multi_worker or tpu", "lr_scaling": "linear or sqrt: scale the learning rate with the global batch",
-    "mixed_precision": "mixed_float16 or mixed_bfloat16", "jit_compile": "true, false or auto",
-    "run_dir": "where the run goes (default runs/<time>-<arch>)", "baseline": "also train the same network from "
-    "scratch and report both",
-}
-
-
 def _value(text: str):
+    """A command-line value as YAML would read it: true/false, none/null, a number, else the text."""
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
@@ -109,27 +90,35 @@ def _value(text: str):
     return text
 
 
-def _listed(text: str) -> list:
-    return [_value(item) for item in text.split(",") if item]
+def _listed(text: str) -> list | None:
+    """Comma-separated values (``none`` for no list)."""
+    return None if text.lower() in ("none", "null") else [_value(item) for item in text.split(",") if item]
+
+
+def run_config(args: argparse.Namespace):
+    """The run's ``RunConfig``: ``--config`` (else, without --model and --data, the bundled task) with the
+    flags given on top. Checked before any TensorFlow import."""
+    from zoo.config import RunConfig, fields
+    from zoo.jobs import BUNDLED_TASK
+
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not _UNSET}
+    if args.config:
+        values = RunConfig.from_yaml(args.config).as_dict()
+    else:
+        values = dict(BUNDLED_TASK) if not {"model", "data"} & set(given) else {}
+    if args.workers:
+        given.setdefault("strategy", "multi_worker")
+    return RunConfig.from_dict({**values, **given}, where="options")
 
 
 def cmd_finetune(args) -> int:
-    import dataclasses
+    from zoo.jobs import run_finetune
 
-    from zoo.jobs import BUNDLED_TASK, FinetuneConfig, run_finetune
-
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
-             if getattr(args, f.name) is not None}
-    if args.config:
-        values = dataclasses.asdict(FinetuneConfig.from_yaml(args.config))
-    else:
-        values = dict(BUNDLED_TASK) if not {"model", "data"} & set(given) else {}
+    config = run_config(args)
     if args.workers:  # this machine's place in a multi-worker cluster, instead of a TF_CONFIG
         from zoo.distribute import tf_config
 
         os.environ["TF_CONFIG"] = tf_config(args.workers, args.worker_index)
-        given.setdefault("strategy", "multi_worker")
-    config = FinetuneConfig.from_dict({**values, **given}, where="options")
     summary = run_finetune(config, overwrite=args.overwrite)
     print(f"\n{summary['model']} ({summary['recipe']}): test accuracy {summary['test_accuracy']:.3f}")
     if "baseline" in summary:
@@ -154,11 +143,12 @@ def _run_model(run: str):
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
+    from zoo.config import RunConfig
     from zoo.data import load
-    from zoo.jobs import FinetuneConfig
+    from zoo.evaluation import evaluate
 
     model = _run_model(args.run)
-    config = FinetuneConfig.from_yaml(Path(args.run) / "config.yaml")
+    config = RunConfig.from_yaml(Path(args.run) / "config.yaml")
     same = args.data is None or args.data == config.data
     _, val, test, info = load(args.data or config.data, image_size=tuple(model.input_shape[1:3]),
                               channels=model.input_shape[3], batch_size=config.batch_size, shuffle=False,
@@ -167,13 +157,10 @@ def cmd_evaluate(args) -> int:
     if info.num_classes != model.output.shape[-1]:
         raise ZooError(f"the data has {info.num_classes} classes but the model predicts "
                        f"{model.output.shape[-1]}: give data with the run's classes")
-    import keras
-
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     for name, split in (("validation", val), ("test", test)):
         if split is not None:
-            loss, accuracy = model.evaluate(split, verbose=0)
-            print(f"{name}: accuracy {accuracy:.4f}, loss {loss:.4f}")
+            scores = evaluate(model, split)
+            print(f"{name}: accuracy {scores.accuracy:.4f}, loss {scores.loss:.4f}")
     return 0
 
 
@@ -184,9 +171,10 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from zoo.data import read_image
+    from zoo.training.loop import RUN_INFO
 
     model = _run_model(args.run)
-    meta = Path(args.run) / "config.json"
+    meta = Path(args.run) / RUN_INFO
     names = (json.loads(meta.read_text()).get("class_names") if meta.is_file() else None) or \
         [str(i) for i in range(model.output.shape[-1])]
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[3]
@@ -249,7 +237,7 @@ def _need(value, action):
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     def sub(name, help_, example, fn):
         p = subs.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,24 +322,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_UNSET = object()  # a flag not given: the config file's value, or the default
+
+
 def _finetune_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field: ``--field-name``, with the field's help and default."""
     import typing
 
-    from zoo.jobs import FinetuneConfig
+    from zoo.config import RunConfig, fields
 
-    for field, hint in typing.get_type_hints(FinetuneConfig).items():
-        flag = "--" + field.replace("_", "-")
+    defaults = RunConfig.defaults()
+    for field in fields(RunConfig):
+        flag, hint = "--" + field.name.replace("_", "-"), field.type
+        text = f"{field.metadata['help']} (default: {_shown(defaults[field.name])})"
+        kinds = {typing.get_origin(a) or a for a in typing.get_args(hint)} | {typing.get_origin(hint) or hint}
         if hint is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FLAG_HELP[field])
-        elif "list" in str(hint):
-            p.add_argument(flag, type=_listed, default=None, help=FLAG_HELP[field])
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=_UNSET, help=text)
+        elif kinds & {list, tuple}:
+            p.add_argument(flag, type=_listed, default=_UNSET, help=text, metavar="A,B")
         else:
-            p.add_argument(flag, type=_value, default=None, dest=field, help=FLAG_HELP[field])
+            p.add_argument(flag, type=_value, default=_UNSET, help=text, metavar="VALUE")
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
+    for name in ("zoo", "tuning"):  # the library's log lines are the command's output
+        logger = logging.getLogger(name)
+        logger.addHandler(logging.StreamHandler(sys.stdout))
+        logger.setLevel(logging.INFO)
     try:
         return args.fn(args)
     except ZooError as e:

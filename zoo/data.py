@@ -14,19 +14,24 @@ Sources: ``"digits"`` (scikit-learn's bundled 8x8 digits: real data, no network)
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from sklearn.model_selection import train_test_split
 
+from zoo.config import AUGMENTS
 from zoo.errors import DataError, InvalidArgumentError
 
+logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
-AUGMENT_PRESETS = ("none", "light", "strong")
+AUGMENT_PRESETS = AUGMENTS
 AUTOTUNE = tf.data.AUTOTUNE
 FORMATS = "PNG, JPEG, GIF, BMP, WebP"  # what tf.io.decode_image reads
 # Channels a model gets by default from images with 1 to 4 channels: alpha is dropped.
@@ -103,7 +108,8 @@ def load(
     """Train, validation and test datasets of (float32 0-255 image, int32 label), and a DataInfo.
 
     The source's own validation/test splits are used where it has them; missing ones are cut
-    from train with ``seed``, stratified by class. ``model=`` sets the image size and channels
+    from train with ``seed``, stratified by class (at random where classes are too small to
+    stratify, keeping one example of each class in train). ``model=`` sets the image size and channels
     (grayscale is repeated to RGB, RGB turned to luminance, alpha dropped). ``classes`` keeps a
     subset (names or label ids, relabelled 0..k-1); ``per_class`` keeps that many training
     examples per class. ``augment`` ("light", "strong") changes the training split only.
@@ -424,33 +430,42 @@ def _choose(
     missing = [s for s in SPLITS[1:] if s not in src.parts]
     idx = pick(train)
     if missing:
-        idx = np.arange(len(train.labels)) if idx is None else idx
+        pool = np.arange(len(train.labels)) if idx is None else idx
+        idx = np.random.default_rng(seed).permutation(pool)  # so per_class draws at random, split or not
         fractions = {"validation": val_fraction, "test": test_fraction}
-        parts = _stratified(train.labels[idx], [fractions[s] for s in missing], seed)
-        idx, *held_out = (idx[p] for p in parts)
-        chosen.update({s: (train, i) for s, i in zip(missing, held_out)})
+        for s in missing:
+            idx, held = _hold_out(idx, train.labels[idx], round(fractions[s] * len(pool)), seed)
+            chosen[s] = (train, held)
     if per_class is not None:
         idx = _per_class(np.arange(len(train.labels)) if idx is None else idx, train.labels, per_class)
     chosen["train"] = (train, idx)
     return {s: chosen[s] for s in SPLITS}
 
 
-def _stratified(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Positions 0..n-1 as [rest, part_1, ...] with part_i ~ fractions[i] of n; every part has each
-    class in proportion, and no position is in two parts.
+def _hold_out(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``idx`` (of classes ``labels``) as (rest, held out): ``size`` positions held out, stratified
+    by class, and every class kept in the rest (so fewer are held out where classes are tiny).
 
-    >>> [len(p) for p in _stratified(np.repeat([0, 1], 10), [0.1, 0.2], seed=0)]
-    [14, 2, 4]
+    >>> [len(p) for p in _hold_out(np.arange(20), np.repeat([0, 1], 10), 4, seed=0)]
+    [16, 4]
     """
-    order = np.random.default_rng(seed).permutation(len(labels))
-    rank = np.empty(len(labels))  # where each example falls within its class, 0..1
-    for c in np.unique(labels):
-        members = order[labels[order] == c]
-        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
-    order = order[np.argsort(rank[order], kind="stable")]  # classes interleaved in proportion
-    cuts = np.cumsum(np.round(np.asarray(fractions) * len(labels)).astype(int))
-    *held_out, rest = np.split(order, cuts)
-    return [rest, *held_out]
+    if size == 0:
+        return idx, idx[:0]
+    try:
+        rest, held, kept, _ = train_test_split(idx, labels, test_size=size, stratify=labels,
+                                               random_state=seed)
+    except ValueError:  # scikit-learn refuses: a class of one, fewer to hold out than classes, ...
+        pass
+    else:
+        if np.isin(labels, kept).all():  # every class keeps a training example
+            return rest, held
+    # Fallback: hold out at random among all but one example of each class (that one stays in the rest).
+    order = np.random.default_rng(seed).permutation(len(idx))
+    _, first = np.unique(labels[order], return_index=True)
+    held = np.delete(order, first)[:size]
+    logger.info("classes too small to stratify: held out %d of %d examples at random, one of each "
+                "class kept for training", len(held), len(idx))
+    return np.delete(idx, held), idx[held]
 
 
 def _per_class(idx: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:

@@ -23,14 +23,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from zoo import compat, config
+from zoo.compat import MULTI_WORKER_BROKEN, patch_keras_for_multi_worker  # noqa: F401  (public here, kept in compat)
 from zoo.errors import InvalidArgumentError
 
-NAMES = ("auto", "off", "one_device", "mirrored", "multi_worker", "tpu")
+NAMES = config.STRATEGIES
 KERAS_DISTRIBUTION_NAMES = ("keras_data_parallel", "data_parallel", "keras.distribution", "keras_distribution")
-SCALE_RULES = (None, "linear", "sqrt")
-# Keras versions whose TensorFlow trainer breaks under MultiWorkerMirroredStrategy (keras issue 20585).
-# Checked through 3.15; widen the range after running the slow multi-worker tests on a new release.
-MULTI_WORKER_BROKEN = ((3, 0), (3, 16))
+SCALE_RULES = (None, *config.LR_SCALING)
 
 
 def strategy(name: str = "auto", devices: list[str] | None = None) -> tf.distribute.Strategy:
@@ -174,49 +173,6 @@ def _check_tf_config(text: str | None) -> None:
                                    f"{len(cluster[kind])} workers, numbered from 0")
 
 
-def patch_keras_for_multi_worker() -> bool:
-    """Make ``model.fit`` work under MultiWorkerMirroredStrategy (keras issue 20585); True if patched.
-
-    Only patches the Keras versions in ``MULTI_WORKER_BROKEN``; calling it twice patches once.
-    1. The symbolic build reduces the first *data batch* across workers, which fails on a
-       PerReplica batch: it only needs shapes, so it takes this worker's first replica's batch.
-    2. Metrics are reduced with ``axis=0``, which fails on scalars: they are averaged over
-       the replicas, as every other strategy does.
-
-    Example:
-        >>> patch_keras_for_multi_worker()  # strategy("multi_worker") calls it
-        True
-    """
-    version = tuple(int(p) for p in keras.__version__.split(".")[:2])
-    if not MULTI_WORKER_BROKEN[0] <= version < MULTI_WORKER_BROKEN[1]:
-        return False
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer
-
-    if getattr(trainer.reduce_per_replica, "zoo_patched", False):
-        return True
-    build, reduce_per_replica = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self.distribute_strategy
-        if iterator is not None and trainer._collective_all_reduce_multi_worker(strategy):
-            for _, _, batches in iterator:
-                data_batch = tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], next(batches))
-                break
-            iterator = None
-        return build(self, iterator=iterator, data_batch=data_batch)
-
-    def _reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return reduce_per_replica(values, strategy, reduction)
-
-    _reduce_per_replica.zoo_patched = True
-    trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    trainer.reduce_per_replica = _reduce_per_replica  # looked up at call time by the train and test steps
-    return True
-
-
 def _task(strategy: tf.distribute.Strategy) -> tuple[str, int] | None:
     """This process's (task type, index) in a multi-worker cluster; None for a single process."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -264,7 +220,7 @@ def sync_batchnorm(model: keras.Model) -> int:
         ...     sync_batchnorm(model)
         ...     model.compile(...)
     """
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = [layer for layer in compat.flatten_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in layers:
         layer.synchronized = True  # read when the moments are computed, i.e. at trace time
     model.train_function = None  # so the next fit traces the step again
@@ -317,8 +273,9 @@ def batch_plan(
 
     ``learning_rate`` is the rate tuned at ``base_batch_size`` (default: the per-replica batch,
     i.e. one device). ``scale_rule`` ``"linear"`` multiplies it by global/base batch (Goyal et al.
-    2017), ``"sqrt"`` by the square root of that; the plan then suggests one warm-up epoch per
-    doubling, up to 5. Neither batch option means Keras's default global batch of 32.
+    2017), ``"sqrt"`` by the square root of that; the plan then warms up for one epoch per
+    doubling, up to 5 (``zoo.finetune`` applies it: at least that many epochs of linear warm-up).
+    Neither batch option means Keras's default global batch of 32.
 
     Example:
         >>> batch_plan(4, per_replica_batch_size=32, learning_rate=0.1, scale_rule="linear").learning_rate

@@ -15,6 +15,7 @@ import numpy as np
 
 from applications.layers import Preprocessing, TokenPooling, adapt_channels
 from zoo import weights as store
+from zoo.backbone import Backbone, Entry
 from zoo.errors import InvalidArgumentError, WeightsError
 from zoo.registry import ModelSpec, WeightSpec, resolve, specs
 
@@ -64,23 +65,23 @@ def create_model(
     spec, weight = resolve(name)
     num_classes = _check_options(spec, num_classes, pooling, dropout, features_only, out_indices)
     weight, weight_file = _pick_weights(spec, weight, name, pretrained)
-    # pretrained weights bring the input size they were made at (timm's pretrained_cfg does the same)
-    shape = _input_shape(spec, input_shape or (weight.input_size if weight else None), in_channels)
+    shape = _input_shape(spec, input_shape or spec.image_size(weight), in_channels)
 
     builder_kwargs = dict(spec.builder_kwargs)
     if spec.preprocessing == "builtin" and not include_preprocessing:
         builder_kwargs["include_preprocessing"] = False
-    backbone = _build_backbone(spec, shape, builder_kwargs)
+    body = _build_backbone(spec, shape, builder_kwargs)
     if weight_file is not None:
-        _load_backbone_weights(spec, backbone, shape, builder_kwargs, weight, weight_file)
+        _load_backbone_weights(spec, body, shape, builder_kwargs, weight, weight_file)
+    entry = _entry(spec, weight, weight_file, shape)
 
     inputs = keras.Input(shape, name="image")
     x = inputs
     if include_preprocessing and spec.preprocessing not in ("builtin", "none"):
         x = Preprocessing(spec.preprocessing, name="preprocessing")(x)
     if features_only:
-        return keras.Model(inputs, _feature_extractor(spec, backbone, out_indices)(x), name=spec.arch)
-    x = backbone(x)
+        return keras.Model(inputs, _feature_extractor(spec, body, out_indices, entry)(x), name=spec.arch)
+    x = Backbone(body.input, body.output, entry=entry, name=BACKBONE)(x)
     x = _pool(x, pooling or spec.pooling)
     if num_classes:
         hidden = spec.pre_logits if head_hidden is None else tuple(head_hidden)
@@ -94,6 +95,16 @@ def create_model(
         # random logits over large pretrained features
         x = keras.layers.Dense(num_classes, kernel_initializer="zeros", name=HEAD)(x)
     return keras.Model(inputs, x, name=spec.arch)
+
+
+def _entry(spec: ModelSpec, weight: WeightSpec | None, weight_file, shape) -> Entry:
+    """What the model will know about itself: the entry it was built from and where its weights came from."""
+    keys = sorted(spec.stages)
+    source = weight.tag if weight is not None else (Path(weight_file).name if weight_file is not None else None)
+    return Entry(name=f"{spec.arch}.{weight.tag}" if weight is not None else spec.arch, arch=spec.arch,
+                 family=spec.family, source=spec.source, preprocessing=spec.preprocessing, input_size=shape,
+                 stages=tuple(spec.stages[k] for k in keys), strides=tuple(keys), first_conv=spec.first_conv,
+                 weights=source)
 
 
 def _check_options(spec, num_classes, pooling, dropout, features_only, out_indices) -> int:
@@ -181,7 +192,7 @@ def _load_backbone_weights(spec, backbone, shape, builder_kwargs, weight, path) 
             target.load_weights(path)
         except Exception as e:  # keras raises ValueError, KeyError or h5py errors on a mismatched file
             raise WeightsError(f"{path} does not fit the backbone of {spec.arch} at input {shape} ({e}); "
-                               f"save weights with model.get_layer('{BACKBONE}').save_weights(...)") from e
+                               "save a zoo model's backbone weights with zoo.save_backbone_weights(model, path)") from e
     if weight is not None and spec.after_load:
         module, _, fn = spec.after_load.partition(":")
         getattr(importlib.import_module(module), fn)(target)
@@ -246,7 +257,7 @@ def transfer_weights(source: keras.Model, target: keras.Model, first_conv: str |
     return copied
 
 
-def _feature_extractor(spec: ModelSpec, backbone: keras.Model, out_indices) -> keras.Model:
+def _feature_extractor(spec: ModelSpec, backbone: keras.Model, out_indices, entry: Entry) -> Backbone:
     keys = sorted(spec.stages)
     if out_indices is None:
         outputs = {str(k): backbone.get_layer(spec.stages[k]).output for k in keys}
@@ -256,7 +267,7 @@ def _feature_extractor(spec: ModelSpec, backbone: keras.Model, out_indices) -> k
             raise InvalidArgumentError(f"out_indices {bad} out of range: {spec.arch} has {len(keys)} stages "
                                        f"({', '.join(map(str, keys))})")
         outputs = [backbone.get_layer(spec.stages[keys[i]]).output for i in out_indices]
-    return keras.Model(backbone.inputs, outputs, name=BACKBONE)
+    return Backbone(backbone.input, outputs, entry=entry, name=BACKBONE)
 
 
 def _pool(x, pooling: str):
@@ -281,6 +292,6 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
         >>> model.save("m.keras"); same = zoo.load_model("m.keras")
     """
     # everything a saved zoo model may name: the builders' layers, and the fine-tuning optimizers
-    for module in {spec.builder.partition(":")[0] for spec in specs()} | {"zoo.finetune.optim"}:
+    for module in {spec.builder.partition(":")[0] for spec in specs()} | {"zoo.training.optim", "zoo.backbone"}:
         importlib.import_module(module)
     return keras.saving.load_model(path, safe_mode=True, **kwargs)

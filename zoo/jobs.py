@@ -1,24 +1,22 @@
 """The jobs behind the command line: a fine-tune run with its reports, the bundled pretraining.
 
-A ``FinetuneConfig`` holds every option a run needs; it is written to the run directory as
-``config.yaml`` and read back with ``--config`` to reproduce the run.
+A ``RunConfig`` holds every option a run needs; ``zoo.finetune`` writes it to the run directory as
+``config.yaml``, and ``--config`` reads it back to reproduce the run.
 
 Example:
-    >>> summary = run_finetune(FinetuneConfig(model="resnet_tiny.digits", data="digits", epochs=5))
+    >>> summary = run_finetune(RunConfig(model="resnet_tiny.digits", data="digits", epochs=5))
 """
 from __future__ import annotations
 
-import dataclasses
+import logging
 import time
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from zoo.config import RunConfig
 from zoo.errors import InvalidArgumentError
 from zoo.registry import resolve
+
+log = logging.getLogger(__name__)
 
 # The bundled task: a backbone pretrained by the package on digits 0-4 learns digits 5-9 from
 # a few labels per class, next to the same network trained from scratch.
@@ -28,73 +26,7 @@ BUNDLED_TASK = {"model": "resnet_tiny.digits", "data": "digits", "classes": [5, 
 PRETRAIN_CLASSES = [0, 1, 2, 3, 4]
 
 
-@dataclass
-class FinetuneConfig:
-    """Everything a fine-tune run needs; the defaults of ``zoo.finetune`` where it has them."""
-
-    model: str = BUNDLED_TASK["model"]
-    data: str = BUNDLED_TASK["data"]
-    pretrained: bool | str = True
-    classes: list | None = None
-    per_class: int | None = None
-    image_size: list | None = None
-    recipe: str = "two_phase"
-    epochs: int = 6
-    learning_rate: float = 1e-3
-    batch_size: int = 32
-    blocks: int = 2
-    dropout: float = 0.0
-    head_hidden: list | None = None
-    augment: str = "none"
-    lora_rank: int = 4
-    patience: int | None = 3
-    seed: int = 0
-    strategy: str = "auto"
-    lr_scaling: str | None = None
-    mixed_precision: str | None = None
-    jit_compile: bool | str = "auto"
-    run_dir: str | None = None
-    baseline: bool = False
-
-    @classmethod
-    def from_dict(cls, values: dict, where: str = "config") -> "FinetuneConfig":
-        """Build from plain data, refusing unknown keys and values of the wrong type."""
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(values) - set(hints))
-        if unknown:
-            raise InvalidArgumentError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: "
-                                       f"{', '.join(hints)}")
-        for key, value in values.items():
-            allowed = _types(hints[key])
-            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-                raise InvalidArgumentError(f"{where}: '{key}' must be {names}, got {value!r}")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "FinetuneConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidArgumentError(f"no config file at {path}: give the config.yaml of a run")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InvalidArgumentError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
-        if not isinstance(values, dict):
-            raise InvalidArgumentError(f"{path} must hold a mapping of option: value")
-        return cls.from_dict(values, where=str(path))
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
-
-
-def _types(hint) -> tuple:
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    out = tuple(typing.get_origin(a) or a for a in args)
-    return out + (int,) if float in out else out  # 1 is a fine learning rate
-
-
-def run_finetune(config: FinetuneConfig, *, overwrite: bool = False, verbose: int | str = "auto") -> dict:
+def run_finetune(config: RunConfig, *, overwrite: bool = False, verbose: int | str = "auto") -> dict:
     """Fine-tune as ``config`` says, write the run directory and its reports; return a summary."""
     import keras
 
@@ -105,80 +37,72 @@ def run_finetune(config: FinetuneConfig, *, overwrite: bool = False, verbose: in
     started = time.time()
     strategy = distribute.strategy(config.strategy)
     spec, weight = resolve(config.model)
-    size = tuple(config.image_size or (weight.input_size if weight and config.pretrained is True else None)
-                 or spec.input_size[:2])
+    size = tuple(config.image_size or spec.image_size(weight if config.pretrained is True else None))
     data = load(config.data, image_size=size, channels=spec.input_size[2], batch_size=config.batch_size,
                 augment=config.augment, shuffle=False, seed=config.seed, classes=config.classes,
                 per_class=config.per_class)
-    info = data[3]
     run_dir = Path(config.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{spec.arch}")
-    config = dataclasses.replace(config, run_dir=str(run_dir), image_size=list(size))
-    options = dict(recipe=config.recipe, epochs=config.epochs, learning_rate=config.learning_rate,
-                   blocks=config.blocks, augment=config.augment, lora_rank=config.lora_rank,
-                   patience=config.patience, seed=config.seed, jit_compile=config.jit_compile,
-                   overwrite=overwrite, verbose=verbose, strategy=strategy,
-                   mixed_precision=config.mixed_precision, lr_scaling=config.lr_scaling)
+    config = config.replace(run_dir=str(run_dir), image_size=size, strategy=strategy)
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = zoo.create_model(config.model, num_classes=info.num_classes, pretrained=config.pretrained,
+        model = zoo.create_model(config.model, num_classes=data[3].num_classes, pretrained=config.pretrained,
                                  input_shape=size, dropout=config.dropout, head_hidden=config.head_hidden)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result = zoo.finetune(model, data, run_dir=run_dir, **options)
-    summary = {"run_dir": str(run_dir), "model": config.model, "recipe": config.recipe,
+    result = zoo.finetune(model, data, config, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
+    entry = zoo.entry_of(result.model)
+    summary = {"run_dir": str(run_dir), "model": entry.name, "recipe": config.recipe,
                "test_accuracy": result.metrics.get("test_accuracy"), "seconds": None}
     if config.baseline:
-        summary["baseline"] = _baseline(config, spec.arch, data, options, run_dir / "baseline")
+        summary["baseline"] = _baseline(config, entry.arch, data, run_dir / "baseline", overwrite, verbose)
     summary["seconds"] = round(time.time() - started, 1)
-    _report(run_dir, config, result, weight if config.pretrained is True else None, data[2] or data[1], summary)
+    _report(run_dir, config, result, weight if config.pretrained is True else None, summary)
     return summary
 
 
-def _baseline(config, arch, data, options, run_dir) -> dict:
+def _baseline(config: RunConfig, arch: str, data, run_dir: Path, overwrite: bool, verbose) -> dict:
     """The same network from scratch, at its own learning rate (lr_find), with the same budget."""
     import keras
 
     import zoo
 
     keras.utils.set_random_seed(config.seed)
-    with options["strategy"].scope():
+    with config.strategy.scope():
         model = zoo.create_model(arch, num_classes=data[3].num_classes, pretrained=False,
                                  input_shape=config.image_size, dropout=config.dropout,
                                  head_hidden=config.head_hidden)
     rate = zoo.lr_find(model, data[0], steps=60).suggestion
     keras.utils.set_random_seed(config.seed)
-    result = zoo.finetune(model, data, run_dir=run_dir, **{**options, "recipe": "full", "learning_rate": rate})
+    scratch = config.replace(recipe="full", learning_rate=rate, pretrained=False, baseline=False,
+                             run_dir=str(run_dir))
+    result = zoo.finetune(model, data, scratch, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
     return {"model": arch, "recipe": "full", "learning_rate": rate,
             "test_accuracy": result.metrics.get("test_accuracy")}
 
 
-def _report(run_dir: Path, config, result, weight, eval_data, summary) -> None:
-    import numpy as np
-
-    from zoo.runs import RunDir, plot_confusion, plot_curves
+def _report(run_dir: Path, config: RunConfig, result, weight, summary) -> None:
+    from zoo.runs import RunDir, confusion_report, plot_curves
+    from zoo.training.loop import RUN_INFO
 
     run = RunDir(run_dir)
-    run.write_text("config.yaml", config.to_yaml())
     if result.history:
         plot_curves(result.history, run.file("curves.png"))
-    labels = np.concatenate([np.asarray(y) for _, y in eval_data])
-    predicted = np.argmax(result.model.predict(eval_data, verbose=0), axis=-1)
+    split = "test" if "test" in result.evaluations else "val"
+    scores = result.evaluations[split]
     n = result.model.output.shape[-1]
-    matrix = np.zeros((n, n), dtype=int)
-    np.add.at(matrix, (labels, predicted), 1)
-    names = run.read_json("config.json", {}).get("class_names") or [str(i) for i in range(n)]
-    plot_confusion(matrix, names, run.file("confusion_matrix.png"), "confusion matrix (test split)")
+    names = run.read_json(RUN_INFO, {}).get("class_names") or [str(i) for i in range(n)]
+    confusion_report(scores.labels, scores.predicted, names, run.file("confusion_matrix.png"),
+                     f"confusion matrix ({split} split)")
     run.write_json("summary.json", summary)
     run.write_text("README.md", _model_card(config, result, weight, result.metrics, summary))
 
 
 def _model_card(config, result, weight, metrics, summary) -> str:
-    source = (f"`{config.model}`: {weight.dataset} ({weight.num_classes} classes), licence {weight.license}"
+    source = (f"`{summary['model']}`: {weight.dataset} ({weight.num_classes} classes), licence {weight.license}"
               if weight else ("random initialisation" if config.pretrained is False else f"file {config.pretrained}"))
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float))
-    phases = ", ".join(f"{p.name} ({p.epochs} epochs, trains {p.train})" for p in result.phases)
-    lines = [f"# {config.model} fine-tuned on {config.data}", "",
-             f"- Model: `{config.model}` ({result.model.count_params():,} parameters)",
+    phases = ", ".join(f"{p.name} ({p.epochs} epochs, trains {p.describe()})" for p in result.phases)
+    lines = [f"# {summary['model']} fine-tuned on {config.data}", "",
+             f"- Model: `{summary['model']}` ({result.model.count_params():,} parameters)",
              f"- Weights: {source}",
              f"- Data: `{config.data}`" + (f", classes {config.classes}" if config.classes else "")
              + (f", {config.per_class} labelled examples per class" if config.per_class else ""),
@@ -190,7 +114,7 @@ def _model_card(config, result, weight, metrics, summary) -> str:
         lines += [f"Baseline: `{b['model']}` from scratch, recipe `full`, learning rate {b['learning_rate']:.3g} "
                   f"(from lr_find), same epochs and data: test accuracy {b['test_accuracy']:.4f}.", ""]
     lines += ["Reproduce: `keras-zoo finetune --config config.yaml --run-dir NEW_DIR`", "",
-              "Files: config.yaml, history.csv, metrics.json, model.keras, curves.png, confusion_matrix.png"]
+              "Files: config.yaml, run.json, history.csv, metrics.json, model.keras, curves.png, confusion_matrix.png"]
     return "\n".join(lines) + "\n"
 
 
@@ -222,7 +146,6 @@ def pretrain(out: str | Path, *, epochs: int = 30, seed: int = 0) -> tuple[Path,
     train = train.map(lambda x, y: (jitter(x, training=True), y))
     result = zoo.finetune(model, (train, val, test, info), recipe="full", epochs=epochs, learning_rate=3e-3,
                           patience=None, seed=seed, verbose=0)
-    print(f"pretrained on digits {PRETRAIN_CLASSES}: {result.metrics}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.get_layer("backbone").save_weights(out)
+    log.info("pretrained on digits %s: %s", PRETRAIN_CLASSES, result.metrics)
+    zoo.save_backbone_weights(model, out)
     return out, file_hash(out)

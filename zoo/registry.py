@@ -75,6 +75,11 @@ class ModelSpec:
         if self.preprocessing not in PREPROCESSING_MODES:
             raise ValueError(f"{self.arch}: preprocessing must be one of {PREPROCESSING_MODES}")
 
+    def image_size(self, weight: WeightSpec | None = None) -> tuple[int, int]:
+        """(height, width) a model is built at by default: the size its weights were made at, else the
+        architecture's (timm's pretrained_cfg rule). The one place this rule is written."""
+        return tuple((weight.input_size if weight is not None else None) or self.input_size[:2])
+
     @property
     def default_tag(self) -> str | None:
         return self.weights[0].tag if self.weights else None

@@ -1,7 +1,8 @@
 """Run directories: files written atomically, the resumable state, history and metrics.
 
-Every file is written to a temporary name and renamed, so a killed process never leaves half a
-checkpoint behind.
+Every file is written through ``zoo.files`` (a temporary name, fsync, rename), so a killed process
+never leaves half a checkpoint behind. Plots use matplotlib's ``Figure`` API, never pyplot's global state,
+so a notebook's backend stays as it is.
 
 Example:
     >>> run = RunDir("runs/flowers")
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.files import atomic_save, atomic_write
 
 STATE = "state.json"
 CHECKPOINT = "checkpoint.npz"
@@ -26,17 +28,6 @@ BEST = "best.npz"
 
 class RunExistsError(ZooError):
     """A finished run is never overwritten unless asked."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
 
 
 class RunDir:
@@ -58,7 +49,7 @@ class RunDir:
         return json.loads(self.file(name).read_text()) if self.exists(name) else default
 
     def write_text(self, name: str, text: str) -> None:
-        atomic_write(self.file(name), text.encode())
+        atomic_write(self.file(name), text)
 
     def save_arrays(self, name: str, arrays: dict[str, list[np.ndarray]]) -> None:
         """Save named lists of arrays (model weights, optimizer variables) in one ``.npz``."""
@@ -66,6 +57,10 @@ class RunDir:
         buffer = io.BytesIO()
         np.savez(buffer, **flat)
         atomic_write(self.file(name), buffer.getvalue())
+
+    def save_model(self, model, name: str = "model.keras") -> None:
+        """``model.save`` to a temporary ``.keras`` file, then renamed into place."""
+        atomic_save(self.file(name), model.save)
 
     def load_arrays(self, name: str) -> dict[str, list[np.ndarray]]:
         with np.load(self.file(name)) as data:
@@ -82,7 +77,7 @@ class RunDir:
         writer = csv.DictWriter(buffer, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-        self.write_text("history.csv", buffer.getvalue())
+        atomic_write(self.file("history.csv"), buffer.getvalue())
 
     def claim(self, overwrite: bool) -> dict | None:
         """The state of an unfinished run to resume, or None to start; refuses a finished run."""
@@ -107,14 +102,11 @@ def _plain(value):
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch (train and validation), with phase changes marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay as they are
 
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
         for key, style in ((metric, "-"), (f"val_{metric}", "--")):
             if any(key in row for row in history):
                 ax.plot(epochs, [row.get(key, np.nan) for row in history], style, marker="o", label=key)
@@ -123,27 +115,47 @@ def plot_curves(history: list[dict], path: Path) -> None:
                 ax.axvline(row["epoch"] - 0.5, color="grey", linewidth=0.8)
                 ax.text(row["epoch"] - 0.4, ax.get_ylim()[1], row["phase"], va="top", fontsize=8)
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (phase '{history[0]['phase']}' first)")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    atomic_save(path, fig.savefig)
+
+
+def confusion_report(labels, predicted, class_names: list[str], path: Path,
+                     title: str = "confusion matrix") -> np.ndarray:
+    """Count true ``labels`` against ``predicted`` class indices over ``len(class_names)`` classes with
+    ``sklearn.metrics.confusion_matrix``, draw it to ``path`` (``plot_confusion``) and return the matrix
+    (rows: true class, columns: predicted)."""
+    from sklearn.metrics import confusion_matrix
+
+    n = len(class_names)
+    matrix = confusion_matrix(np.asarray(labels).reshape(-1), np.asarray(predicted).reshape(-1), labels=range(n))
+    plot_confusion(matrix, class_names, path, title)
+    return matrix
 
 
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> None:
-    """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
-    import matplotlib
+    """A confusion matrix (rows: true class, columns: predicted), readable for long names and many classes:
+    the figure grows with the class count and the longest name, x labels are rotated, and cell counts
+    shrink with the class count and are left out beyond 30 classes."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay as they are
+    from sklearn.metrics import ConfusionMatrixDisplay
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * n, 0.8 + 0.5 * n))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
-           xlabel="predicted", ylabel="true", title=title)
-    for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, int(count), ha="center", va="center",
-                color="white" if count > matrix.max() / 2 else "black", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    names = [str(c) for c in class_names]
+    n = len(names)
+    cell = max(0.2, min(0.6, 8.0 / max(n, 1)))  # inches per class
+    grid = min(cell * n, 24.0)  # the matrix itself; beyond ~120 classes the cells shrink instead
+    tick_size = max(4.0, min(9.0, 0.8 * 72 * grid / max(n, 1)))  # points; a label fits its cell
+    label_inches = 0.6 * tick_size / 72 * max((len(c) for c in names), default=1)
+    rotation = 0 if label_inches <= 0.9 * cell else 45 if n <= 12 and label_inches <= 1.5 else 90
+    fig = Figure(figsize=(grid + label_inches + 2.2, grid + label_inches + 1.2), layout="constrained")
+    ax = fig.subplots()
+    show_counts = n <= 30
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=names).plot(
+        ax=ax, cmap="Blues", colorbar=True, include_values=show_counts,
+        xticks_rotation=rotation, text_kw={"fontsize": 9 if n <= 12 else 7 if n <= 20 else 6.5})
+    ax.tick_params(labelsize=tick_size)
+    if rotation == 45:  # the label's end, not its middle, under its column
+        for label in ax.get_xticklabels():
+            label.set(ha="right", rotation_mode="anchor")
+    ax.set(xlabel="predicted", ylabel="true", title=title + ("" if show_counts else " (counts: colour only)"))
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 from zoo.errors import WeightsError, WeightsHashError, WeightsNotFoundError
-from zoo.registry import ModelSpec, WeightSpec, resolve as resolve_name
+from zoo.files import atomic_copy
+from zoo.registry import ModelSpec, WeightSpec
+from zoo.registry import resolve as resolve_name
 
 _PACKAGE_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -28,9 +29,9 @@ def offline() -> bool:
 
 def cache_dir() -> Path:
     """Keras's cache folder: ``KERAS_HOME`` as read when keras was imported, else ``~/.keras``."""
-    from keras.src.backend.config import keras_home  # the one keras.utils.get_file uses
+    from zoo import compat  # imports keras: only when a path is needed
 
-    return Path(keras_home())
+    return Path(compat.keras_home())  # the one keras.utils.get_file uses
 
 
 def local_path(weight: WeightSpec) -> Path:
@@ -126,12 +127,7 @@ def import_file(source: str | os.PathLike, name: str) -> Path:
     if not source.is_file():
         raise WeightsNotFoundError(f"no such file: {source}; give the path of the downloaded weights file")
     verify(spec, weight, source)
-    target = local_path(weight)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)  # atomic: a reader never sees half a file
-    return target
+    return atomic_copy(source, local_path(weight))  # a reader never sees half a file, even after a crash
 
 
 def status(name: str) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import keras
 
+from zoo import compat
 from zoo.errors import InvalidArgumentError
 from zoo.factory import BACKBONE
 
@@ -36,7 +37,7 @@ def apply_lora(model: keras.Model, rank: int = 4, alpha: float | None = None) ->
         raise InvalidArgumentError(f"LoRA rank must be a positive integer, got {rank!r}")
     body = _backbone(model)
     head = model.layers[-1] if body is model else None
-    targets = [layer for layer in body._flatten_layers(include_self=False)
+    targets = [layer for layer in compat.flatten_layers(body, include_self=False)
                if isinstance(layer, ADAPTABLE) and layer is not head and layer.built
                and not getattr(layer, "lora_enabled", False)]
     if not targets:
@@ -46,7 +47,7 @@ def apply_lora(model: keras.Model, rank: int = 4, alpha: float | None = None) ->
     for layer in targets:
         layer.enable_lora(rank, lora_alpha=alpha)
     keep = {id(v) for v in (head.weights if head is not None else [])}
-    for layer in body._flatten_layers(include_self=False):
+    for layer in compat.flatten_layers(body, include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference mode: moving statistics stay as they were
     for variable in body.weights:

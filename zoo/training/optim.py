@@ -14,10 +14,10 @@ import math
 
 import keras
 
+from zoo import compat, config
 from zoo.errors import InvalidArgumentError
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-              "rmsprop": keras.optimizers.RMSprop, "nadam": keras.optimizers.Nadam, "lion": keras.optimizers.Lion}
+OPTIMIZERS = {name: getattr(keras.optimizers, cls) for name, cls in config.OPTIMIZERS.items()}
 
 
 class _LRMultipliers:
@@ -40,7 +40,7 @@ class _LRMultipliers:
 
     def update_step(self, gradient, variable, learning_rate):
         # the TF backend passes the raw tf.Variable here, so look the scale up by index
-        scale = self._scales[self._get_variable_index(variable)]
+        scale = self._scales[compat.variable_index(self, variable)]
         if scale != 1.0:
             learning_rate = learning_rate * scale
         return super().update_step(gradient, variable, learning_rate)
@@ -89,19 +89,22 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def schedule(kind: str | None, learning_rate: float, total_steps: int, warmup_steps: int = 0):
-    """A learning rate or schedule: ``None``/"constant", "cosine" (warmup then cosine) or "one_cycle"."""
+    """A learning rate or schedule: ``None``/"constant", "cosine" or "one_cycle". The first two warm up
+    linearly from 0 over ``warmup_steps`` (one_cycle has its own warm-up)."""
     if learning_rate <= 0:
         raise InvalidArgumentError(f"learning rates must be positive, got {learning_rate}")
-    if kind in (None, "constant"):
-        return learning_rate
-    if kind == "cosine":
-        warmup_steps = min(warmup_steps, total_steps - 1)
-        return keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup_steps else learning_rate, max(1, total_steps - warmup_steps), alpha=0.0,
-            warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+    if kind not in (None, *config.SCHEDULES):
+        raise InvalidArgumentError(f"unknown schedule '{kind}': use {', '.join(config.SCHEDULES)}")
     if kind == "one_cycle":
         return OneCycle(learning_rate, max(1, total_steps))
-    raise InvalidArgumentError(f"unknown schedule '{kind}': use constant, cosine or one_cycle")
+    warmup_steps = min(warmup_steps, total_steps - 1)
+    if kind in (None, "constant") and not warmup_steps:
+        return learning_rate
+    # alpha: the fraction of the rate left at the end; 1.0 keeps a constant rate after the warm-up
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else learning_rate, max(1, total_steps - warmup_steps),
+        alpha=0.0 if kind == "cosine" else 1.0, warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps)
 
 
 def make_optimizer(name: str = "adam", learning_rate=1e-3, *, multipliers: dict[str, float] | None = None,

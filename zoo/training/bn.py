@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import keras
 
+from zoo import compat
+
 
 def recalibrate_batchnorm(model: keras.Model, dataset, max_batches: int = 200) -> int:
     """Set each trainable BatchNorm's moving statistics to its batch statistics averaged over
     ``dataset`` (batched ``(images, labels)``); returns how many layers were recalibrated."""
-    layers = [layer for layer in model._flatten_layers(include_self=False)
+    layers = [layer for layer in compat.flatten_layers(model, include_self=False)
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     if not layers:
         return 0

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 from zoo.errors import InvalidArgumentError
-from zoo.finetune.optim import make_optimizer
+from zoo.evaluation import loss_for
+from zoo.training.optim import make_optimizer
 
 
 @dataclass
@@ -30,19 +31,17 @@ class LRFinderResult:
 
     def plot(self, path: str) -> str:
         """Save the loss against the learning rate (log scale) with the suggestion marked."""
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay as they are
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from zoo.files import atomic_save
 
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4), layout="constrained")
+        ax = fig.subplots()
         ax.plot(self.learning_rates, self.losses)
         ax.axvline(self.suggestion, color="tab:red", linestyle="--", label=f"suggested {self.suggestion:.2g}")
         ax.set(xscale="log", xlabel="learning rate", ylabel="loss (smoothed)", title="learning-rate range test")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+        atomic_save(path, fig.savefig)
         return path
 
 
@@ -77,7 +76,7 @@ def lr_find(model: keras.Model, data, *, start: float = 1e-7, end: float = 10.0,
     saved = model.get_weights()
     sweep = _Sweep(start, end, steps)
     model.compile(optimizer=make_optimizer(optimizer, start),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  loss=loss_for(model))
     epochs = math.ceil(steps / max(1, int(data.cardinality()))) if int(data.cardinality()) > 0 else 1
     model.fit(data, epochs=epochs, callbacks=[sweep], shuffle=False, verbose=0)
     model.set_weights(saved)

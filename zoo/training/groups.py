@@ -1,10 +1,12 @@
 """Layer groups and the freezing verbs: freeze, unfreeze, freeze_to, trainable_summary.
 
-A catalog model's groups follow its stages (stem and first stage, then one group per stage) plus
-the head; any other model falls back to groups of consecutive layers with about equal parameter
-counts. Frozen BatchNormalization runs in inference mode, so its moving statistics never change
-(``train_bn=True`` keeps them training, as in fastai). Every verb recompiles a compiled model with
-a new optimizer, since a trainable change takes effect only at compile.
+A zoo model's groups follow the stages its ``Backbone`` knows (stem and first stage, then one group
+per stage) plus the head, which is every layer outside the backbone; this holds for a reloaded or
+renamed model and for a zoo model nested in a user's own model. Any other model falls back to groups
+of consecutive layers with about equal parameter counts. Frozen BatchNormalization runs in inference
+mode, so its moving statistics never change (``train_bn=True`` keeps them training, as in fastai).
+Every verb recompiles a compiled model with a new optimizer, since a trainable change takes effect
+only at compile.
 
 Example:
     >>> model = zoo.create_model("resnet50.imagenet", num_classes=5)
@@ -19,9 +21,9 @@ from dataclasses import dataclass
 
 import keras
 
-from zoo.errors import InvalidArgumentError, UnknownModelError
-from zoo.factory import BACKBONE
-from zoo.registry import resolve
+from zoo import compat
+from zoo.backbone import find_backbone
+from zoo.errors import InvalidArgumentError
 
 FALLBACK_GROUPS = 4
 
@@ -42,18 +44,6 @@ def _weighted(layers) -> list:
     return [layer for layer in layers if layer.weights]
 
 
-def _catalog_stages(model: keras.Model) -> list[str] | None:
-    """The stage layer names of a catalog model (the model is named after its architecture)."""
-    try:
-        spec, _ = resolve(model.name)
-        backbone = model.get_layer(BACKBONE)
-    except (UnknownModelError, ValueError):
-        return None
-    names = [spec.stages[k] for k in sorted(spec.stages)]
-    have = {layer.name for layer in backbone.layers}
-    return names if names and all(n in have for n in names) else None
-
-
 def groups(model: keras.Model) -> list[Group]:
     """The model's layer groups, bottom to top; the last one is the head.
 
@@ -61,10 +51,10 @@ def groups(model: keras.Model) -> list[Group]:
         >>> [g.name for g in groups(zoo.create_model("resnet50", num_classes=3, pretrained=False))]
         ['stage1', 'stage2', 'stage3', 'stage4', 'head']
     """
-    stages = _catalog_stages(model)
-    if stages is None:
+    backbone = find_backbone(model)
+    stages = backbone.entry.stages if backbone is not None and backbone.entry is not None else ()
+    if not stages:
         return _equal_groups(model)
-    backbone = model.get_layer(BACKBONE)
     out, current, ends = [], [], iter(stages)
     end = next(ends)
     for layer in backbone.layers:
@@ -73,7 +63,8 @@ def groups(model: keras.Model) -> list[Group]:
             out.append(Group(f"stage{len(out) + 1}", current))
             current, end = [], next(ends, None)
     out[-1].layers += current  # layers after the last stage end (final norm, top conv) join it
-    top = model.layers[model.layers.index(backbone) + 1:]
+    inside = _ids([backbone])
+    top = [leaf for leaf in _leaf_layers(model) if id(leaf) not in inside and leaf.weights]
     return out + [Group("head", top)]
 
 
@@ -189,7 +180,7 @@ def trainable_summary(model: keras.Model) -> str:
         total = sum(int(w.numpy().size) for leaf in leaves for w in leaf.weights)
         train = sum(int(w.numpy().size) for leaf in leaves for w in leaf.trainable_weights)
         flags = {leaf.trainable for leaf in leaves if leaf.weights}
-        lora = any(getattr(sub, "lora_enabled", False) for leaf in leaves for sub in leaf._flatten_layers())
+        lora = any(getattr(sub, "lora_enabled", False) for leaf in leaves for sub in compat.flatten_layers(leaf))
         state = ("frozen" if train == 0 else "LoRA adapters" if lora else "trainable" if flags == {True}
                  else "partly trainable")
         lines.append(f"{group.name:10} {state:17} {train:>12,} / {total:,} params")

@@ -34,9 +34,11 @@ def head_split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
     chain = layers[top:]
     if not chain or any(w.trainable for layer in layers[:top] for w in layer.weights):
         return None
-    # the chain's input in this model's graph: its first node (a layer also called by an earlier head
-    # model has more than one, so .input is ambiguous; the probe below checks the split)
-    features = keras.Model(model.inputs, chain[0]._inbound_nodes[0].input_tensors[0],
+    # the chain's input in this model's graph: Keras 3's public ``.input`` is that of the layer's first
+    # call, i.e. its first inbound node (a layer also called by an earlier head model has more calls;
+    # the probe below checks the split)
+    entry = chain[0].input
+    features = keras.Model(model.inputs, entry[0] if isinstance(entry, (list, tuple)) else entry,
                            name=f"{model.name}_features")
     x = inputs = keras.Input(features.output.shape[1:], name="features")
     for layer in chain:
