@@ -50,6 +50,6 @@ result = zoo.finetune(model, data=images, recipe="two_phase", epochs=3 if args.q
                       learning_rate=found.suggestion, batch_size=16, run_dir=out / "run", overwrite=True,
                       verbose=0 if args.quick else "auto")
 for phase in result.phases:
-    print(f"phase {phase.name}: {phase.epochs} epochs, trains {phase.train}")
+    print(f"phase {phase.name}: {phase.epochs} epochs, trains {phase.describe()}")
 print(f"classes {info.class_names}: test accuracy {result.metrics['test_accuracy']:.3f} "
       f"(model saved to {result.run_dir}/model.keras)")

@@ -14,6 +14,7 @@ Run:  python examples/lora_vit.py [--out DIR] [--quick]
 import argparse
 from pathlib import Path
 
+import keras
 import numpy as np
 
 import zoo
@@ -35,12 +36,13 @@ def trainable(model) -> int:
 
 
 # 1. pretrain on digits 0-4 and keep the backbone
+keras.utils.set_random_seed(0)  # the same random initialisation on every run
 scratch = zoo.create_model("vit_pico_p4", num_classes=5, pretrained=False, input_shape=SIZE)
 result = zoo.finetune(scratch, "digits", recipe="full", epochs=epochs, **options,
                       data_options={"classes": [0, 1, 2, 3, 4], **subset})
 print(f"pretrained on digits 0-4: test accuracy {result.metrics['test_accuracy']:.3f}")
 weights = out / "vit_pico_digits04.weights.h5"
-result.model.get_layer("backbone").save_weights(weights)
+zoo.save_backbone_weights(result.model, weights)
 
 # 2. LoRA on digits 5-9: adapters on every dense and attention projection of the backbone
 model = zoo.create_model("vit_pico_p4", num_classes=5, pretrained=weights, input_shape=SIZE)

@@ -86,6 +86,7 @@ def test_finetune_with_no_arguments_runs_the_bundled_task_and_reports_the_baseli
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["baseline"]["test_accuracy"] <= 1 and summary["baseline"]["learning_rate"] > 0
     assert len((run / "history.csv").read_text().splitlines()) == 1 + 3
+    assert json.loads((run / "run.json").read_text())["class_names"] == ["5", "6", "7", "8", "9"]
     assert "scikit-learn digits 0-4" in (run / "README.md").read_text()
 
 
@@ -137,7 +138,7 @@ def test_bad_input_on_the_command_line_is_one_line_and_exit_2(bundled_run, tmp_p
     (tmp_path / "unknown.yaml").write_text("model: resnet_tiny\nbogus: 1\n")
     one_line_error(keras_zoo("finetune", "--config", tmp_path / "unknown.yaml"), "unknown key(s) bogus")
     (tmp_path / "wrong.yaml").write_text("model: resnet_tiny\nepochs: two\n")
-    one_line_error(keras_zoo("finetune", "--config", tmp_path / "wrong.yaml"), "'epochs' must be int")
+    one_line_error(keras_zoo("finetune", "--config", tmp_path / "wrong.yaml"), "epochs must be an integer, got 'two'")
     (tmp_path / "bad.png").write_text("not an image")
     one_line_error(keras_zoo("predict", run, tmp_path / "bad.png"), "not a PNG, JPEG")
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["test_loss"])

@@ -38,7 +38,7 @@ def head_split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
     # call, i.e. its first inbound node (a layer also called by an earlier head model has more calls;
     # the probe below checks the split)
     entry = chain[0].input
-    features = keras.Model(model.inputs, entry[0] if isinstance(entry, (list, tuple)) else entry,
+    features = keras.Model(model.input, entry[0] if isinstance(entry, (list, tuple)) else entry,
                            name=f"{model.name}_features")
     x = inputs = keras.Input(features.output.shape[1:], name="features")
     for layer in chain:

@@ -216,12 +216,12 @@ class _Finetune:
         state.phase_index = index
         if self.verbose:
             log.info("phase %d '%s': trains %s, %d epochs, lr %g%s", index + 1, phase.name, phase.describe(),
-                     phase.epochs, config.learning_rate * phase.lr_scale, " (cached features)" if split else "")
-        end = EpochEnd(lambda logs: self._end_epoch(phase, target, early, logs))
+                     phase.epochs, self.batches.learning_rate * phase.lr_scale, " (cached features)" if split else "")
         early = None
         if config.patience is not None:
             early = ResumableEarlyStopping(monitor="val_loss" if val is not None else "loss", patience=config.patience,
                                            wait=state.wait, best=state.phase_best, verbose=1 if self.verbose else 0)
+        end = EpochEnd(lambda logs: self._end_epoch(phase, target, early, logs))
         callbacks = [keras.callbacks.TerminateOnNaN(), *([early] if early else []), end]
         if config.precise_bn:
             callbacks.insert(0, PreciseBatchNorm(examples.batch(batch), val))
@@ -322,13 +322,14 @@ def epochs_stream(examples: tf.data.Dataset, batch: int, steps: int, first: int,
 
 
 def _data(data, model: keras.Model, config: FinetuneConfig, options: dict) -> _Splits:
-    if isinstance(data, tuple) and data and isinstance(data[0], tf.data.Dataset):
+    loaded = isinstance(data, tuple) and len(data) == 4 and hasattr(data[3], "num_classes")  # zoo.data.load's
+    if not loaded and isinstance(data, tuple) and data and isinstance(data[0], tf.data.Dataset):
         train, val, test = (*data, None, None)[:3]
         steps = int(train.cardinality())
         steps = steps if steps > 0 else sum(1 for _ in train)
         batch = int(next(iter(train))[0].shape[0])
         return _Splits(train, val, test, int(model.output.shape[-1]), None, batch, steps, from_source=False)
-    if not (isinstance(data, tuple) and len(data) == 4 and hasattr(data[3], "num_classes")):
+    if not loaded:
         from zoo import data as loader
 
         # unshuffled: finetune shuffles each epoch by (seed, epoch), which a resumed run can repeat
