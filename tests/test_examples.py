@@ -42,7 +42,7 @@ def test_finetune_folder(tmp_path):
     assert re.search(r"^stage1\s+frozen\s+0 / ", out, re.M) and re.search(r"^head\s+trainable", out, re.M)
     assert number(r"lr_find suggests ([\d.e-]+)", out) > 0
     assert (tmp_path / "ff" / "lr_find.png").stat().st_size > 0
-    assert "phase head: 1 epochs" in out and "phase finetune: 2 epochs, trains top:2" in out
+    assert "phase head: 1 epochs" in out and "phase finetune: 2 epochs, trains the top 2 blocks and the head" in out
     assert number(r"test accuracy ([\d.]+)", out) > 0.5  # chance is 0.2
     assert (tmp_path / "ff" / "run" / "model.keras").is_file()
 
