@@ -8,7 +8,7 @@ import pytest
 
 import zoo
 from applications.layers import Preprocessing
-from zoo.errors import InvalidArgumentError, UnknownModelError, ZooError
+from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError, ZooError
 from zoo.factory import adapt_conv_kernel
 from zoo.registry import specs
 
@@ -145,3 +145,25 @@ def test_every_catalog_entry_builds_with_the_right_output_shape(spec):
     out = model(x)
     assert out.shape == (1, 3) and np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
     keras.backend.clear_session()
+
+
+def test_a_local_weights_file_serves_another_channel_count(tmp_path):
+    model = zoo.create_model("resnet_tiny.digits", num_classes=3)
+    zoo.save_backbone_weights(model, tmp_path / "rgb.weights.h5")
+    gray = zoo.create_model("resnet_tiny", num_classes=3, pretrained=tmp_path / "rgb.weights.h5", in_channels=1,
+                            input_shape=(16, 16))
+    rgb_kernel = model.get_layer("backbone").get_layer("stem_conv").kernel.numpy()
+    gray_kernel = gray.get_layer("backbone").get_layer("stem_conv").kernel.numpy()
+    np.testing.assert_allclose(gray_kernel[:, :, 0], rgb_kernel.sum(axis=2), rtol=1e-6)  # timm's rule
+    zoo.save_backbone_weights(gray, tmp_path / "gray.weights.h5")  # a file made at one channel loads as it is
+    again = zoo.create_model("resnet_tiny", num_classes=3, pretrained=tmp_path / "gray.weights.h5", in_channels=1,
+                             input_shape=(16, 16))
+    np.testing.assert_array_equal(again.get_layer("backbone").get_layer("stem_conv").kernel.numpy(), gray_kernel)
+
+
+def test_a_weights_file_of_another_architecture_is_one_short_line(tmp_path):
+    zoo.save_backbone_weights(zoo.create_model("resnet_tiny.digits"), tmp_path / "rt.weights.h5")
+    with pytest.raises(WeightsError) as error:
+        zoo.create_model("mlp_small", pretrained=tmp_path / "rt.weights.h5")
+    message = str(error.value)
+    assert "does not fit the backbone of mlp_small" in message and "\n" not in message and len(message) < 500

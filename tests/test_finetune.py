@@ -1,4 +1,5 @@
 """Fine-tuning: freezing that holds, rates in the asked ratio, recipes, cached features, LoRA, runs."""
+import csv
 import json
 import os
 import subprocess
@@ -251,9 +252,17 @@ def test_bad_options_fail_before_training(kwargs, text):
 
 
 def test_a_nan_loss_stops_with_the_phase_and_epoch(tmp_path):
-    with pytest.raises(TrainingDivergedError, match="phase 'full', epoch 1"):
+    with pytest.raises(TrainingDivergedError, match="phase 'full', epoch 1: lower the learning rate"):
         zoo.finetune(tiny_model(), datasets(), recipe="full", epochs=2, learning_rate=1e12, optimizer="sgd",
                      run_dir=tmp_path / "run", verbose=0)
+
+
+def test_nan_images_are_blamed_on_the_data_not_the_learning_rate():
+    x, y = arrays()
+    x[[3, 7]] = np.nan
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    with pytest.raises(TrainingDivergedError, match="2 training example.s. hold NaN or infinite values"):
+        zoo.finetune(tiny_model(), (train,), recipe="full", epochs=1, patience=None, verbose=0)
 
 
 def test_a_finished_run_is_never_overwritten_without_asking(tmp_path):
@@ -373,3 +382,43 @@ def test_tensorboard_logs_go_to_the_run_directory(tmp_path):
     zoo.finetune(tiny_model(), datasets(), recipe="full", epochs=1, tensorboard=True, run_dir=tmp_path / "run",
                  verbose=0)
     assert any((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))
+
+
+def test_epochs_stream_is_lazy_and_a_resumed_stream_repeats_the_uninterrupted_order():
+    from zoo.training.loop import epochs_stream
+
+    examples = tf.data.Dataset.range(10)
+    huge = epochs_stream(examples, 4, steps=3, first=0, last=10**9, seed=7)  # built lazily: no hang
+    assert int(huge.cardinality()) == 3 * 10**9
+    whole = [b.numpy().tolist() for b in epochs_stream(examples, 4, 3, 0, 4, seed=7)]
+    resumed = [b.numpy().tolist() for b in epochs_stream(examples, 4, 3, 2, 4, seed=7)]
+    assert resumed == whole[6:] and len(whole) == 12
+    epochs = [sorted(sum(whole[i:i + 3], [])) for i in range(0, 12, 3)]
+    assert all(epoch == list(range(10)) for epoch in epochs)  # every epoch sees every example once
+    assert whole[0:3] != whole[3:6]  # and each epoch is shuffled anew
+
+
+def test_the_command_lines_batch_size_trains_every_epoch(tmp_path):
+    from zoo.config import RunConfig
+    from zoo.jobs import run_finetune
+
+    config = RunConfig(model="mlp_small", pretrained=False, data="digits", classes=[5, 6], per_class=5, recipe="full",
+                       epochs=6, batch_size=8, patience=None, image_size=(8, 8), run_dir=str(tmp_path / "bs8"))
+    run_finetune(config, verbose=0)
+    with open(tmp_path / "bs8" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(float(r["loss"]) > 0 for r in rows)  # an epoch with no batch logs a loss of 0.0
+    assert RunConfig.from_yaml(tmp_path / "bs8" / "config.yaml").batch_size == 8
+
+
+def test_early_stopping_is_announced_and_keeps_the_best_weights(capsys):
+    # no BatchNorm and a learning rate too small to move the loss: no epoch improves on the first, so
+    # patience 1 stops after epoch 2
+    inputs = keras.Input((16, 16, 3))
+    hidden = keras.layers.Dense(8, name="hidden")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
+    result = zoo.finetune(model, datasets(), recipe="full", epochs=5, learning_rate=1e-30, patience=1,
+                          lr_schedule="constant", warmup=0.0, verbose=2)
+    assert len(result.history) == 2 and result.history[0]["val_loss"] <= result.history[1]["val_loss"]
+    assert "Epoch 2: early stopping" in capsys.readouterr().out

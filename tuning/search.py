@@ -23,17 +23,15 @@ import keras_tuner as kt
 from tuning import results
 from tuning.hypermodel import TrialData, ZooHyperModel
 from tuning.space import Space
-from zoo.config import RunConfig
+from zoo.config import OBJECTIVES, TUNERS, RunConfig
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.files import atomic_write
 from zoo.memory import released
 from zoo.registry import resolve
 from zoo.training import plan
 
-ORACLES = {"random": kt.oracles.RandomSearchOracle, "bayesian": kt.oracles.BayesianOptimizationOracle,
-           "hyperband": kt.oracles.HyperbandOracle, "grid": kt.oracles.GridSearchOracle}
-# What every trial reports, and which way is better.
-OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}
+ORACLES = dict(zip(TUNERS, (kt.oracles.RandomSearchOracle, kt.oracles.BayesianOptimizationOracle,
+                            kt.oracles.HyperbandOracle, kt.oracles.GridSearchOracle)))
 PROJECT = "search"  # keras-tuner's project folder inside the search directory
 SETTINGS = "search.json"
 

@@ -1,24 +1,38 @@
-"""The ``keras-zoo`` command. Errors a user can cause print one line on stderr and exit with 2."""
+"""The ``keras-zoo`` command. Errors a user can cause print one line on stderr and exit with 2.
+
+Every argument is checked before any heavy work: a bad flag, a model the catalog lacks, data that is not
+there, a place that cannot be written are refused in pure Python, before TensorFlow is imported and
+before anything is written.
+"""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 import textwrap
+from pathlib import Path
 
-from zoo.errors import ZooError
-from zoo.registry import list_models, model_info, resolve, specs
+from zoo import checks
+from zoo.config import OBJECTIVES, TUNERS
+from zoo.errors import DataError, InvalidArgumentError, ZooError
+from zoo.registry import families, list_models, model_info, resolve, specs
 from zoo.text import table
+
+log = logging.getLogger(__name__)
 
 
 def cmd_list(args) -> int:
+    if args.family is not None and args.family not in families():
+        raise InvalidArgumentError(f"unknown family '{args.family}': use one of {', '.join(families())}")
     names = list_models(args.pattern, pretrained=True if args.pretrained else None, family=args.family)
     rows = []
     for name in names:
         spec, weight = resolve(name)
-        h, w, c = spec.input_size
-        rows.append([name, spec.family, f"{h}x{w}x{c}", weight.dataset if weight else "-", spec.source])
+        h, w = spec.image_size(weight)  # the size the name builds at: its weights', else the architecture's
+        rows.append([name, spec.family, f"{h}x{w}x{spec.input_size[2]}", weight.dataset if weight else "-",
+                     spec.source])
     print(table(rows, ["model", "family", "input", "pretrained on", "source"]))
     print(f"{len(rows)} models")
     return 0
@@ -28,9 +42,12 @@ def cmd_info(args) -> int:
     info = model_info(args.name)
     w = info["weights"]
     stages = ", ".join(f"{k}: {v}" for k, v in info["stages"].items()) or "-"
+    built, own, least = info["default_input_size"], info["input_size"], info["min_input_size"]
+    notes = [f"the {w['tag']} weights' size", f"the architecture's own {_dims(own)}"] if tuple(built) != tuple(own) \
+        else []
     lines = [
         ("name", info["name"]), ("family", info["family"]), ("source", info["source"]),
-        ("input size", "x".join(map(str, info["input_size"])) + f" (at least {info['min_input_size']})"),
+        ("input size", f"{_dims(built)} ({'; '.join([*notes, f'at least {least}x{least}'])})"),
         ("preprocessing", info["preprocessing"]), ("stages", stages), ("first conv", info["first_conv"] or "-"),
         ("pooling", info["pooling"]), ("tags", ", ".join(info["tags"]) or "none (random weights only)"),
     ]
@@ -42,7 +59,12 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _dims(size) -> str:
+    return "x".join(map(str, size))
+
+
 def cmd_weights(args) -> int:
+    _check_weights_args(args)
     from zoo import weights
 
     if args.action == "list":
@@ -50,29 +72,62 @@ def cmd_weights(args) -> int:
         for spec in specs():
             for w in spec.weights:
                 st = weights.status(f"{spec.arch}.{w.tag}")
-                state = "missing" if not st["present"] else {True: "ok", False: "BAD HASH", None: "unverifiable"}[
-                    st["verified"]]
-                rows.append([st["name"], state, st["path"]])
+                rows.append([st["name"], _state(st) if st["present"] else "missing", st["path"]])
         print(table(rows, ["model", "state", "path"]))
     elif args.action == "path":
-        print(weights.local_path(resolve(_need(args.name, "path"))[1]))
+        print(weights.local_path(resolve(args.name)[1]))
     elif args.action == "download":
-        print(weights.resolve(_need(args.name, "download")))
+        print(weights.resolve(args.name))
     elif args.action == "import":
-        if not args.model:
-            raise ZooError("weights import needs --model NAME: the catalog entry the file belongs to")
-        print(weights.import_file(_need(args.name, "import"), args.model))
+        print(weights.import_file(args.name, args.model))
     elif args.action == "verify":
         names = [args.name] if args.name else [f"{s.arch}.{w.tag}" for s in specs() for w in s.weights]
         bad = []
         for name in names:
             st = weights.status(name)
             if st["present"]:
-                print(f"{name}: {'ok' if st['verified'] is not False else 'BAD HASH'} {st['path']}")
-                bad += [name] if st["verified"] is False else []
+                print(f"{st['name']}: {_state(st)} {st['path']}")
+                bad += [name] if st["verified"] is False or st["readable"] is False else []
+            elif args.name:
+                print(f"{st['name']}: missing {st['path']}")
         if bad:
-            raise ZooError(f"{len(bad)} file(s) do not match their hash: delete them and download again")
+            raise ZooError(f"{len(bad)} file(s) are damaged (a hash that does not match, or not a weights file): "
+                           f"delete them and download again")
     return 0
+
+
+def _state(status: dict) -> str:
+    """A present weights file's state, worst first."""
+    if status["verified"] is False:
+        return "BAD HASH"
+    if status["readable"] is False:
+        return "NOT READABLE (not an HDF5 file)" if status["path"].endswith(".h5") else "NOT READABLE"
+    if status["verified"] is None:
+        return "unverifiable (the publisher gives no hash)"
+    return "ok"
+
+
+def _check_weights_args(args) -> None:
+    """Each action's arguments, checked against the catalog before Keras is imported."""
+    if args.action == "list" and args.name:
+        raise InvalidArgumentError(f"weights list takes no name (it lists every weights file), got '{args.name}'")
+    if args.model and args.action != "import":
+        raise InvalidArgumentError(f"--model is for weights import; weights {args.action} takes the model as NAME")
+    if args.action in ("path", "download", "import") and not args.name:
+        raise InvalidArgumentError("weights import needs the downloaded file: keras-zoo weights import FILE "
+                                   "--model NAME" if args.action == "import" else
+                                   f"weights {args.action} needs a model name")
+    if args.action == "import":
+        if not args.model:
+            raise InvalidArgumentError("weights import needs --model NAME: the catalog entry the file belongs to")
+        if not Path(args.name).expanduser().is_file():
+            raise InvalidArgumentError(f"no such file: {args.name}; give the path of the downloaded weights file")
+    name = args.model if args.action == "import" else args.name
+    if name:
+        spec, weight = resolve(name)
+        if weight is None:
+            raise InvalidArgumentError(f"{spec.arch} has no pretrained weights (`keras-zoo list --pretrained` "
+                                       f"lists the models that have some)")
 
 
 def _value(text: str):
@@ -111,44 +166,68 @@ def run_config(args: argparse.Namespace):
     return RunConfig.from_dict({**values, **given}, where="options")
 
 
+def _defaults_note(args: argparse.Namespace) -> str:
+    """Which defaults a run's unset options take, said at the start of the run."""
+    if args.config:
+        return f"options: those in {args.config}, with the flags given on top"
+    given = [f"--{k}" for k in ("model", "data") if getattr(args, k) is not _UNSET]
+    if not given:
+        return f"defaults: the bundled task's ({_bundled()}); flags given override them"
+    return (f"defaults: FinetuneConfig's ({_config_defaults()}), as {' and '.join(given)} "
+            f"{'is' if len(given) == 1 else 'are'} given (the bundled task's apply only with neither --model nor "
+            f"--data); flags given override them")
+
+
 def cmd_finetune(args) -> int:
+    config = run_config(args)
+    checks.run_config(config, args)
     from zoo.jobs import run_finetune
 
-    config = run_config(args)
+    log.info(_defaults_note(args))
     if args.workers:  # this machine's place in a multi-worker cluster, instead of a TF_CONFIG
         from zoo.distribute import tf_config
 
         os.environ["TF_CONFIG"] = tf_config(args.workers, args.worker_index)
     summary = run_finetune(config, overwrite=args.overwrite)
-    print(f"\n{summary['model']} ({summary['recipe']}): test accuracy {summary['test_accuracy']:.3f}")
+    print(f"\n{summary['model']} ({summary['recipe']}): {_accuracy(summary['test_accuracy'])}")
     if "baseline" in summary:
         b = summary["baseline"]
         print(f"{b['model']} from scratch (full, learning rate {b['learning_rate']:.2g} from lr_find, same "
-              f"epochs): test accuracy {b['test_accuracy']:.3f}")
+              f"epochs): {_accuracy(b['test_accuracy'])}")
     print(f"time {summary['seconds']:.0f} s; run directory {summary['run_dir']}")
     return 0
 
 
-def _run_model(run: str):
-    from pathlib import Path
+def _accuracy(value) -> str:
+    return "no test split (too few examples to hold one out)" if value is None else f"test accuracy {value:.3f}"
 
+
+def _check_run(run: str) -> Path:
+    """A finished run's directory: it holds model.keras."""
+    path = Path(run).expanduser()
+    if not path.is_dir():
+        raise InvalidArgumentError(f"no run directory at {run}: give the directory of a finished run")
+    if not (path / "model.keras").is_file():
+        raise ZooError(f"{run} holds no model.keras: give the directory of a finished run")
+    return path
+
+
+def _run_model(run: str):
     import zoo
 
-    path = Path(run) / "model.keras"
-    if not path.is_file():
-        raise ZooError(f"{run} holds no model.keras: give the directory of a finished run")
-    return zoo.load_model(path, compile=False)
+    return zoo.load_model(_check_run(run) / "model.keras", compile=False)
 
 
 def cmd_evaluate(args) -> int:
-    from pathlib import Path
-
     from zoo.config import RunConfig
+
+    config = RunConfig.from_yaml(_check_run(args.run) / "config.yaml")
+    if args.data is not None:
+        checks.data_source(args.data)
     from zoo.data import load
     from zoo.evaluation import evaluate
 
     model = _run_model(args.run)
-    config = RunConfig.from_yaml(Path(args.run) / "config.yaml")
     same = args.data is None or args.data == config.data
     _, val, test, info = load(args.data or config.data, image_size=tuple(model.input_shape[1:3]),
                               channels=model.input_shape[3], batch_size=config.batch_size, shuffle=False,
@@ -158,15 +237,18 @@ def cmd_evaluate(args) -> int:
         raise ZooError(f"the data has {info.num_classes} classes but the model predicts "
                        f"{model.output.shape[-1]}: give data with the run's classes")
     for name, split in (("validation", val), ("test", test)):
-        if split is not None:
+        if info.num_examples[name]:  # a split too small to hold out is empty
             scores = evaluate(model, split)
             print(f"{name}: accuracy {scores.accuracy:.4f}, loss {scores.loss:.4f}")
     return 0
 
 
 def cmd_predict(args) -> int:
+    _check_run(args.run)
+    for image in args.images:
+        if not Path(image).expanduser().is_file():
+            raise DataError(f"no such image file: {image}")
     import json
-    from pathlib import Path
 
     import numpy as np
 
@@ -189,9 +271,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pathlib import Path
-
+    _check_run(args.run)
     out = Path(args.out or Path(args.run) / "export")
+    checks.writable(out, "--out")
     if out.exists() and any(out.iterdir()):
         raise ZooError(f"{out} already exists and is not empty: choose another --out")
     model = _run_model(args.run)
@@ -207,6 +289,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    if not args.out.endswith(".weights.h5"):
+        raise InvalidArgumentError(f"--out {args.out}: the file name must end in .weights.h5 (Keras's weights file)")
+    if Path(args.out).exists():
+        raise InvalidArgumentError(f"--out {args.out} exists: remove it first, or give another --out")
+    checks.writable(args.out, "--out", folder=False)
     from zoo.jobs import pretrain
 
     path, digest = pretrain(args.out, epochs=args.epochs, seed=args.seed)
@@ -215,6 +302,12 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    if not Path(args.space).is_file():
+        raise InvalidArgumentError(f"--space {args.space}: no such file; give a YAML file mapping options to values")
+    checks.data_source(args.data)
+    checks.writable(args.directory, "--directory")
+    if args.chief or args.worker:
+        checks.address(args.oracle, "--oracle")
     import tuning  # layer 3: imported only for this command
 
     space = tuning.load_space(args.space)
@@ -231,20 +324,81 @@ def cmd_tune(args) -> int:
     return 0
 
 
-def _need(value, action):
-    if not value:
-        raise ZooError(f"weights {action} needs a model name (or a file, for import)")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other refusal: ``keras-zoo: error: ... (see keras-zoo
+    COMMAND --help)``, exit 2. The usage lives in ``--help``."""
+
+    def error(self, message: str):
+        self._fail(message, self.prog)
+
+    def _fail(self, message: str, prog: str):
+        self.exit(2, f"keras-zoo: error: {' '.join(message.split())} (see {prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:  # flags the command does not have: point at the command's help, not the top level's
+            command = getattr(args, "command", None)
+            where = f"{self.prog} {command}" if command else self.prog
+            self._fail(f"unrecognized arguments: {' '.join(extras)}", where)
+        return args
+
+
+def _integer(least: int):
+    """An argparse type: an integer of at least ``least``."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got '{text}'") from None
+        if value < least:
+            rule = "a positive integer" if least == 1 else f"{least} or more"
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+
+    return integer
+
+
+def _size(text: str) -> tuple[int, int]:
+    """An argparse type: H,W in positive integers."""
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be H,W in positive integers (e.g. 32,32), got '{text}'")
+    return int(parts[0]), int(parts[1])
+
+
+def _finetune_help() -> str:
+    """``keras-zoo finetune --help``'s description: which defaults apply when."""
+    return textwrap.fill(
+        f"Defaults: with neither --model nor --data (nor --config), the bundled task's: {_bundled()}. Once "
+        f"--model or --data is given, unset options take FinetuneConfig's defaults, shown after each flag below "
+        f"({_config_defaults()}). With --config, that file's values. Flags given override either; the run "
+        f"says at its start which defaults it took.", 100)
+
+
+def _bundled() -> str:
+    from zoo.jobs import BUNDLED_TASK as task
+
+    return (f"{task['model']} on {task['data']} classes {','.join(map(str, task['classes']))} with "
+            f"{task['per_class']} labels per class, recipe {task['recipe']}, {task['epochs']} epochs, batch "
+            f"{task['batch_size']}, learning rate {task['learning_rate']:g}, next to the same network from scratch")
+
+
+def _config_defaults() -> str:
+    from zoo.config import FinetuneConfig
+
+    d = FinetuneConfig.defaults()
+    return f"recipe {d['recipe']}, {d['epochs']} epochs, batch {d['batch_size']}, learning rate {d['learning_rate']:g}"
 
 
 def parser() -> argparse.ArgumentParser:
-    def sub(name, help_, example, fn):
-        p = subs.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
+    def sub(name, help_, example, fn, description=None):
+        p = subs.add_parser(name, help=help_, description=description or help_, epilog=f"example:\n  {example}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(fn=fn)
         return p
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-zoo", description="A Keras 3 model zoo and transfer-learning toolkit.",
         epilog=textwrap.dedent("""\
             examples:
@@ -271,11 +425,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub("finetune", "fine-tune a catalog model; with no arguments, the bundled offline task",
             "keras-zoo finetune --model efficientnet_b0.imagenet --data path/to/images --recipe two_phase "
-            "--epochs 10", cmd_finetune)
+            "--epochs 10", cmd_finetune,
+            description="fine-tune a catalog model; with no arguments, the bundled offline task\n\n" + _finetune_help())
     p.add_argument("--config", help="a run's config.yaml: reproduce it (flags given here override it)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+    p.add_argument("--overwrite", action="store_true", help="replace what --run-dir holds when it cannot be "
+                   "resumed (a finished run, other settings, damaged checkpoints)")
     p.add_argument("--workers", help="host:port,host:port,...: the cluster, for --strategy multi_worker")
-    p.add_argument("--worker-index", type=int, default=0, help="this machine's index in --workers")
+    p.add_argument("--worker-index", type=_integer(0), default=0, help="this machine's index in --workers")
     _finetune_flags(p)
 
     p = sub("evaluate", "evaluate a finished run's model", "keras-zoo evaluate runs/my-run --data digits",
@@ -287,7 +443,7 @@ def parser() -> argparse.ArgumentParser:
             "keras-zoo predict runs/my-run img1.jpg img2.png --top 3", cmd_predict)
     p.add_argument("run")
     p.add_argument("images", nargs="+")
-    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--top", type=_integer(1), default=3, help="how many classes to show per image (default 3)")
 
     p = sub("export", "export a run's model as a SavedModel (and TFLite)",
             "keras-zoo export runs/my-run --tflite", cmd_export)
@@ -300,14 +456,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--space", required=True, help="a YAML file: backbone, learning_rate, dropout, ... "
                    "(a list is a choice, [low, high] a range, [low, high, log] a log range)")
     p.add_argument("--data", default="digits", help="folder, tfds:NAME, digits, ...")
-    p.add_argument("--tuner", default="random", help="random, bayesian, hyperband or grid")
-    p.add_argument("--objective", default="val_accuracy")
-    p.add_argument("--max-trials", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=6, help="epochs per trial (hyperband: the most)")
-    p.add_argument("--image-size", type=_listed, help="H,W for every backbone (default: each one's own)")
+    p.add_argument("--tuner", default="random", choices=TUNERS, help=", ".join(TUNERS))
+    p.add_argument("--objective", default="val_accuracy", choices=list(OBJECTIVES), help=", ".join(OBJECTIVES))
+    p.add_argument("--max-trials", type=_integer(1), default=10)
+    p.add_argument("--epochs", type=_integer(1), default=6, help="epochs per trial (hyperband: the most)")
+    p.add_argument("--image-size", type=_size, help="H,W for every backbone (default: each one's own)")
     p.add_argument("--directory", default="tuning_runs/search", help="results; a search there resumes")
     p.add_argument("--overwrite", action="store_true", help="start the search in --directory over")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_integer(0), default=0)
     role = p.add_mutually_exclusive_group()
     role.add_argument("--chief", action="store_true", help="serve trials to workers at --oracle")
     role.add_argument("--worker", action="store_true", help="run trials from the chief at --oracle")
@@ -316,9 +472,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub("pretrain", "rebuild the bundled resnet_tiny.digits checkpoint (seeded)",
             "keras-zoo pretrain --out zoo/pretrained/resnet_tiny_digits.weights.h5", cmd_pretrain)
-    p.add_argument("--out", default="resnet_tiny_digits.weights.h5")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="resnet_tiny_digits.weights.h5", help="a new .weights.h5 file")
+    p.add_argument("--epochs", type=_integer(1), default=15)
+    p.add_argument("--seed", type=_integer(0), default=0)
     return parser
 
 
@@ -354,18 +510,49 @@ def _shown(value) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad flag, already said on one line (2)
+        return 0 if e.code is None else e.code
     for name in ("zoo", "tuning"):  # the library's log lines are the command's output
         logger = logging.getLogger(name)
-        logger.addHandler(logging.StreamHandler(sys.stdout))
+        if not any(isinstance(h, _Stdout) for h in logger.handlers):  # once, however often main runs
+            logger.addHandler(_Stdout())
         logger.setLevel(logging.INFO)
     try:
         return args.fn(args)
-    except ZooError as e:
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"keras-zoo: error: {e}", file=sys.stderr)
+        print("keras-zoo: interrupted: run the same command to resume", file=sys.stderr)
+        return 130
+    except (ZooError, OSError) as e:  # OSError: a full disk, a folder that cannot be written, ...
+        if args.debug:
+            raise
+        print(f"keras-zoo: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+class _Stdout(logging.StreamHandler):
+    """A handler that writes to ``sys.stdout`` as it is when a line is logged (a redirect, a test's capture)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler sets it; the current sys.stdout is always used
+        pass
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line; an OSError with its file and, for a full disk, what to do."""
+    if isinstance(error, OSError) and not isinstance(error, ZooError):
+        text = f"{error.filename}: {error.strerror}" if error.filename else str(error.strerror or error)
+        if error.errno == errno.ENOSPC:
+            text += ": free some space (the last good checkpoint is kept), then run the same command to resume"
+        return text
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ AUGMENTS = ("none", "light", "strong")
 STRATEGIES = ("auto", "off", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCALING = ("linear", "sqrt")
 PRECISIONS = ("mixed_float16", "mixed_bfloat16")
+MIN_EPOCHS = {"two_phase": 2, "gradual": 2}  # head first, then more: zoo.training.recipes.plan refuses fewer
+# keras-zoo tune's choices, read without importing keras-tuner (tuning.search maps them to its oracles)
+TUNERS = ("random", "bayesian", "hyperband", "grid")
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}  # what trials report
 
 Positive = Annotated[int, pydantic.Strict(), pydantic.Field(ge=1)]  # strict: True is not a batch size
 Rate = Annotated[float, pydantic.Field(gt=0)]
@@ -86,6 +91,27 @@ class FinetuneConfig:
     mixed_precision: Literal[PRECISIONS] | None = option(None, " or ".join(PRECISIONS))
     tensorboard: bool = option(False, "write TensorBoard logs to the run directory's logs/")
 
+    def __post_init__(self):
+        """Check the values however the config is made: ``FinetuneConfig(epochs=0)`` is refused like a flag."""
+        if _CHECKING.get():  # pydantic's own instance, inside the check below
+            return
+        token = _CHECKING.set(True)
+        try:
+            checked = _adapter(type(self)).validate_python(self.as_dict(plain=False))
+        except pydantic.ValidationError as e:
+            raise InvalidArgumentError(f"{type(self).__name__}: {_reason(type(self), e.errors()[0])}") from None
+        finally:
+            _CHECKING.reset(token)
+        for f in dataclasses.fields(self):  # pydantic's forms: tuples where a tuple is declared
+            object.__setattr__(self, f.name, getattr(checked, f.name))
+        self._check_combinations(type(self).__name__)
+
+    def _check_combinations(self, where: str) -> None:
+        """Rules across fields, which a field's type cannot say."""
+        if self.lr_slice is not None and self.lr_slice[0] > self.lr_slice[1]:
+            raise InvalidArgumentError(f"{where}: lr_slice LO,HI must have LO <= HI (the bottom group's rate first), "
+                                       f"got {list(self.lr_slice)}")
+
     @classmethod
     def from_dict(cls, values: dict, where: str = "options"):
         """Build from plain data (YAML, flags, keyword arguments), refusing unknown keys and bad values."""
@@ -94,10 +120,15 @@ class FinetuneConfig:
         if unknown:
             raise InvalidArgumentError(f"{where}: unknown key(s) {', '.join(unknown)}; the known keys: "
                                        f"{', '.join(names)}")
+        token = _CHECKING.set(True)
         try:
-            return _adapter(cls).validate_python(dict(values))
+            config = _adapter(cls).validate_python(dict(values))
         except pydantic.ValidationError as e:
             raise InvalidArgumentError(f"{where}: {_reason(cls, e.errors()[0])}") from None
+        finally:
+            _CHECKING.reset(token)
+        config._check_combinations(where)
+        return config
 
     def replace(self, **changes):
         """A copy with ``changes``, checked like the original."""
@@ -146,6 +177,14 @@ class RunConfig(FinetuneConfig):
     baseline: bool = option(False, "also train the same network from scratch and report both")
     run_dir: str | None = option(None, "where the run goes (default runs/<time>-<arch>)")
 
+    def _check_combinations(self, where: str) -> None:
+        super()._check_combinations(where)
+        if self.classes is not None and len(set(map(str, self.classes))) < 2:
+            raise InvalidArgumentError(f"{where}: classes must name at least two different classes, got {self.classes}")
+        for name in ("model", "data"):
+            if not getattr(self, name).strip():
+                raise InvalidArgumentError(f"{where}: {name} must not be empty ({_help(type(self), name)})")
+
     def finetune_config(self) -> FinetuneConfig:
         """The fine-tuning part, for ``zoo.finetune``."""
         names = {f.name for f in dataclasses.fields(FinetuneConfig)}
@@ -177,6 +216,11 @@ def _adapter(cls) -> pydantic.TypeAdapter:
 
 
 _ADAPTERS: dict[type, pydantic.TypeAdapter] = {}  # built on first use: a few ms each
+_CHECKING = contextvars.ContextVar("checking", default=False)  # a check is under way: do not check again
+
+
+def _help(cls, name: str) -> str:
+    return next((f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name), "")
 
 
 def _reason(cls, error: dict) -> str:
@@ -184,7 +228,7 @@ def _reason(cls, error: dict) -> str:
     key, value = error["loc"][0], error["input"]
     if error["type"] == "literal_error":
         return f"unknown {key} {value!r}: use {error['ctx']['expected'].replace(chr(39), '')}"
-    help_ = next((f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == key), "")
+    help_ = _help(cls, key)
     kind, ctx = error["type"], error.get("ctx", {})
     bound = next(iter(ctx.values()), None)
     rule = _RULES.get((kind, bound)) or _RULES.get(kind) or _RULES.get(kind.split("_")[0]) or error["msg"]

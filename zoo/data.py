@@ -121,9 +121,13 @@ def load(
         train, val, test, info = load("tfds:tf_flowers", model=model, batch_size=32)
         train, val, test, info = load("path/to/images", image_size=(160, 160), augment="light")
     """
+    _check_arguments(batch_size=batch_size, per_class=per_class, num_classes=num_classes, channels=channels,
+                     seed=seed, image_size=image_size)
     if augment not in AUGMENT_PRESETS:
         raise InvalidArgumentError(f"augment={augment!r} is not a preset: use one of {AUGMENT_PRESETS}")
-    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+    numeric = all(isinstance(f, (int, float, np.number)) and not isinstance(f, bool)
+                  for f in (val_fraction, test_fraction))
+    if not (numeric and 0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
         raise InvalidArgumentError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and sum to "
             "less than 1"
@@ -159,11 +163,34 @@ def load(
     return (*datasets, info)
 
 
+def _check_arguments(*, image_size: Any, **numbers: Any) -> None:
+    """Refuse bad numbers before any work: counts are positive integers (None: not given), the seed is 0 or more."""
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    for name, value in numbers.items():
+        optional = name not in ("batch_size", "seed")
+        if value is None and optional:
+            continue
+        if not (integer(value) and value >= (0 if name == "seed" else 1)):
+            rule = "an integer, 0 or more" if name == "seed" else "a positive integer"
+            raise InvalidArgumentError(f"{name} must be {rule}{' or None' if optional else ''}, got {value!r}")
+    if image_size is not None:
+        size = (image_size, image_size) if integer(image_size) else image_size
+        if (isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2
+                or not all(integer(v) and v >= 1 for v in size)):
+            raise InvalidArgumentError(f"image_size must be (height, width) in positive integers, or one integer, "
+                                       f"got {image_size!r}")
+
+
 # Sources -----------------------------------------------------------------------------------
 
 
 def _open(source: Any, splits: Sequence[str | None] | None, data_dir: str | None) -> _Source:
     if isinstance(source, str) and source.startswith("tfds:"):
+        if not source[len("tfds:"):].strip(" /"):
+            raise InvalidArgumentError("'tfds:' needs a dataset name, e.g. 'tfds:tf_flowers' or 'tfds:mnist'")
         return _tfds(source[len("tfds:"):], splits, data_dir)
     if splits is not None or data_dir is not None:
         raise InvalidArgumentError("splits= and data_dir= apply to 'tfds:NAME' sources only")
@@ -434,7 +461,9 @@ def _choose(
         idx = np.random.default_rng(seed).permutation(pool)  # so per_class draws at random, split or not
         fractions = {"validation": val_fraction, "test": test_fraction}
         for s in missing:
-            idx, held = _hold_out(idx, train.labels[idx], round(fractions[s] * len(pool)), seed)
+            # a positive fraction holds out at least one example (as scikit-learn rounds up), where one can be spared
+            size = max(round(fractions[s] * len(pool)), 1 if fractions[s] > 0 else 0)
+            idx, held = _hold_out(idx, train.labels[idx], size, seed)
             chosen[s] = (train, held)
     if per_class is not None:
         idx = _per_class(np.arange(len(train.labels)) if idx is None else idx, train.labels, per_class)

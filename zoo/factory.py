@@ -17,10 +17,9 @@ from applications.layers import Preprocessing, TokenPooling, adapt_channels
 from zoo import weights as store
 from zoo.backbone import Backbone, Entry
 from zoo.errors import InvalidArgumentError, WeightsError
-from zoo.registry import ModelSpec, WeightSpec, resolve, specs
+from zoo.registry import ModelSpec, WeightSpec, requested_weights, resolve, specs
 
 POOLINGS = ("avg", "max", "token", "flatten", "none")
-WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
 HEAD = "head"  # the classifier layer's name, the same for every family
 BACKBONE = "backbone"
 
@@ -120,39 +119,24 @@ def _check_options(spec, num_classes, pooling, dropout, features_only, out_indic
         raise InvalidArgumentError(f"{spec.arch} declares no stages, so it has no feature maps to return")
     if pooling is not None and pooling not in POOLINGS:
         raise InvalidArgumentError(f"unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}")
-    if not 0.0 <= dropout < 1.0:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise InvalidArgumentError(f"dropout must be in [0, 1), got {dropout}")
     return num_classes or 0
 
 
 def _pick_weights(spec: ModelSpec, weight: WeightSpec | None, name: str, pretrained):
     """The weights to load: (WeightSpec or None, local file or None)."""
-    if pretrained is False or pretrained is None:
-        return None, None
-    if pretrained is True:
-        if weight is None:
-            raise InvalidArgumentError(f"{spec.arch} has no pretrained weights: pass pretrained=False, "
-                                       f"or a weights file as pretrained=PATH")
-        return weight, store.fetch(spec, weight)
-    path = Path(pretrained).expanduser()
-    if isinstance(pretrained, str) and not path.suffix and os.sep not in pretrained:
-        tagged = spec.weight(pretrained)  # a tag
-        if "." in name and weight is not None and weight.tag != tagged.tag:
-            raise InvalidArgumentError(f"'{name}' names tag '{weight.tag}' but pretrained='{pretrained}': "
-                                       f"give the tag once")
-        return tagged, store.fetch(spec, tagged)
-    if not str(path).endswith(WEIGHT_SUFFIXES):
-        raise InvalidArgumentError(f"pretrained={pretrained!r}: a weights file must end in "
-                                   f"{', '.join(WEIGHT_SUFFIXES)}")
-    if not path.is_file():
-        raise WeightsError(f"no weights file at {path}: check the path")
-    return None, path
+    chosen = requested_weights(spec, weight, name, pretrained)
+    if isinstance(chosen, WeightSpec):
+        return chosen, store.fetch(spec, chosen)
+    return None, chosen
 
 
 def _input_shape(spec: ModelSpec, input_shape, in_channels) -> tuple[int, int, int]:
     h, w, c = spec.input_size
     if input_shape is not None:
-        if len(input_shape) not in (2, 3):
+        if isinstance(input_shape, str) or not hasattr(input_shape, "__len__") or len(input_shape) not in (2, 3) \
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape):
             raise InvalidArgumentError(f"input_shape must be (height, width) or (height, width, channels), "
                                        f"got {input_shape}")
         h, w = input_shape[:2]
@@ -181,23 +165,37 @@ def _build_backbone(spec: ModelSpec, shape, builder_kwargs) -> keras.Model:
 
 
 def _load_backbone_weights(spec, backbone, shape, builder_kwargs, weight, path) -> None:
-    """Load a file into the backbone; other channel counts go through a 3-channel twin."""
+    """Load a file into the backbone. Catalog weights for another channel count go through a twin with the
+    architecture's own channels; a local file is tried as it is first, then through that twin."""
+    native = (*shape[:2], spec.input_size[2])
     target = backbone
-    if shape[2] != 3 and weight is not None:
-        target = _build_backbone(spec, (*shape[:2], 3), builder_kwargs)
+    if shape[2] != native[2] and weight is not None:
+        target = _build_backbone(spec, native, builder_kwargs)
     if str(path).endswith(".keras"):
         transfer_weights(keras.saving.load_model(path, compile=False), target, spec.first_conv)
     else:
         try:
-            target.load_weights(path)
-        except Exception as e:  # keras raises ValueError, KeyError or h5py errors on a mismatched file
-            raise WeightsError(f"{path} does not fit the backbone of {spec.arch} at input {shape} ({e}); "
-                               "save a zoo model's backbone weights with zoo.save_backbone_weights(model, path)") from e
+            _load_file(target, path, spec, shape)
+        except WeightsError:
+            if target is not backbone or shape[2] == native[2]:
+                raise
+            target = _build_backbone(spec, native, builder_kwargs)  # a file made at the architecture's channels
+            _load_file(target, path, spec, native)
     if weight is not None and spec.after_load:
         module, _, fn = spec.after_load.partition(":")
         getattr(importlib.import_module(module), fn)(target)
     if target is not backbone:
         transfer_weights(target, backbone, spec.first_conv)
+
+
+def _load_file(target: keras.Model, path, spec: ModelSpec, shape) -> None:
+    try:
+        target.load_weights(path)
+    except Exception as e:  # keras raises ValueError, KeyError or h5py errors on a mismatched file
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = " ".join(lines[:2])[:200]  # not the tensors Keras prints after the message
+        raise WeightsError(f"{path} does not fit the backbone of {spec.arch} at input {shape} ({reason}); "
+                           "give weights saved from this architecture with zoo.save_backbone_weights") from e
 
 
 def _layers_by_name(model: keras.Model) -> dict:

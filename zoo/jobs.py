@@ -8,6 +8,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -27,56 +28,117 @@ PRETRAIN_CLASSES = [0, 1, 2, 3, 4]
 
 
 def run_finetune(config: RunConfig, *, overwrite: bool = False, verbose: int | str = "auto") -> dict:
-    """Fine-tune as ``config`` says, write the run directory and its reports; return a summary."""
+    """Fine-tune as ``config`` says, write the run directory and its reports; return a summary.
+
+    Nothing is written before the inputs are checked (the data loads, the model builds) and the run
+    directory is locked; a refused run leaves no new directory behind. The directory stays locked until the
+    reports are written, and the run counts as finished only then: the same command resumes a run killed at
+    any point, its reports included. ``summary["seconds"]`` is the whole run's time, over every resume.
+    """
+    from zoo.runs import RunDir
+
+    spec, weight = resolve(config.model)
+    run_dir = Path(config.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{spec.arch}")
+    run = RunDir(run_dir)
+    if config.strategy != "multi_worker":  # one process: a busy directory is refused before TensorFlow loads
+        run.check_free()
+
     import keras
 
     import zoo
     from zoo import distribute
     from zoo.data import load
 
-    started = time.time()
+    clock = _Clock()
     strategy = distribute.strategy(config.strategy)
-    spec, weight = resolve(config.model)
+    chief = distribute.is_chief(strategy)  # other workers write only their own backup directory
+    if chief:
+        run.check_free()
     size = tuple(config.image_size or spec.image_size(weight if config.pretrained is True else None))
     data = load(config.data, image_size=size, channels=spec.input_size[2], batch_size=config.batch_size,
                 augment=config.augment, shuffle=False, seed=config.seed, classes=config.classes,
                 per_class=config.per_class)
-    run_dir = Path(config.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{spec.arch}")
     config = config.replace(run_dir=str(run_dir), image_size=size, strategy=strategy)
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = zoo.create_model(config.model, num_classes=data[3].num_classes, pretrained=config.pretrained,
                                  input_shape=size, dropout=config.dropout, head_hidden=config.head_hidden)
-    result = zoo.finetune(model, data, config, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
-    entry = zoo.entry_of(result.model)
-    summary = {"run_dir": str(run_dir), "model": entry.name, "recipe": config.recipe,
-               "test_accuracy": result.metrics.get("test_accuracy"), "seconds": None}
-    if config.baseline:
-        summary["baseline"] = _baseline(config, entry.arch, data, run_dir / "baseline", overwrite, verbose)
-    summary["seconds"] = round(time.time() - started, 1)
-    _report(run_dir, config, result, weight if config.pretrained is True else None, summary)
+    with run.lock() if chief else contextlib.nullcontext():
+        result = clock.finetune(model, data, config, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
+        entry = zoo.entry_of(result.model)
+        summary = {"run_dir": str(run_dir), "model": entry.name, "recipe": config.recipe,
+                   "test_accuracy": result.metrics.get("test_accuracy"), "seconds": None}
+        runs = [result.run_dir]
+        if config.baseline:
+            summary["baseline"], baseline_dir = _baseline(clock, config, entry.arch, data, run_dir / "baseline",
+                                                          overwrite, verbose, resumed=result.resumed)
+            runs.insert(0, baseline_dir)
+        summary["seconds"] = round(clock.seconds(), 1)
+        if chief:
+            _report(run_dir, config, result, weight if config.pretrained is True else None, summary)
+        for done in runs:  # the baseline first: a run whose main part is finished is a finished job
+            RunDir(done).finish()
     return summary
 
 
-def _baseline(config: RunConfig, arch: str, data, run_dir: Path, overwrite: bool, verbose) -> dict:
-    """The same network from scratch, at its own learning rate (lr_find), with the same budget."""
+class _Clock:
+    """A job's time: its own, plus each run's time in ``zoo.finetune`` over every call that resumed it."""
+
+    def __init__(self):
+        self.started, self.in_finetune, self.runs = time.monotonic(), 0.0, 0.0
+
+    def finetune(self, *args, **kwargs):
+        import zoo
+
+        start = time.monotonic()
+        try:
+            result = zoo.finetune(*args, finish=False, **kwargs)
+        finally:
+            self.in_finetune += time.monotonic() - start
+        self.runs += result.seconds
+        return result
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started - self.in_finetune + self.runs
+
+
+def _baseline(clock: _Clock, config: RunConfig, arch: str, data, run_dir: Path, overwrite: bool, verbose,
+              resumed: bool) -> tuple[dict, str]:
+    """The same network from scratch, at its own learning rate (lr_find), with the same budget. In a resumed
+    job (``resumed``: the main run went on from its checkpoint), an unfinished baseline keeps the rate it
+    started with."""
     import keras
 
     import zoo
+    from zoo.runs import RunDir
 
     keras.utils.set_random_seed(config.seed)
     with config.strategy.scope():
         model = zoo.create_model(arch, num_classes=data[3].num_classes, pretrained=False,
                                  input_shape=config.image_size, dropout=config.dropout,
                                  head_hidden=config.head_hidden)
-    rate = zoo.lr_find(model, data[0], steps=60).suggestion
+    rate = _resumed_rate(RunDir(run_dir)) if resumed else None
+    if rate is None:
+        rate = zoo.lr_find(model, data[0], steps=60).suggestion
     keras.utils.set_random_seed(config.seed)
     scratch = config.replace(recipe="full", learning_rate=rate, pretrained=False, baseline=False,
                              run_dir=str(run_dir))
-    result = zoo.finetune(model, data, scratch, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
+    result = clock.finetune(model, data, scratch, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
     return {"model": arch, "recipe": "full", "learning_rate": rate,
-            "test_accuracy": result.metrics.get("test_accuracy")}
+            "test_accuracy": result.metrics.get("test_accuracy")}, result.run_dir
+
+
+def _resumed_rate(run) -> float | None:
+    """The learning rate of an unfinished baseline in ``run``, or None."""
+    from zoo.runs import STATE
+
+    try:
+        if (run.read_json(STATE) or {}).get("finished") or not run.exists("config.yaml"):
+            return None
+        return RunConfig.from_yaml(run.file("config.yaml")).learning_rate
+    except (ValueError, OSError):  # unreadable: find the rate again
+        return None
 
 
 def _report(run_dir: Path, config: RunConfig, result, weight, summary) -> None:
@@ -86,12 +148,13 @@ def _report(run_dir: Path, config: RunConfig, result, weight, summary) -> None:
     run = RunDir(run_dir)
     if result.history:
         plot_curves(result.history, run.file("curves.png"))
-    split = "test" if "test" in result.evaluations else "val"
-    scores = result.evaluations[split]
-    n = result.model.output.shape[-1]
-    names = run.read_json(RUN_INFO, {}).get("class_names") or [str(i) for i in range(n)]
-    confusion_report(scores.labels, scores.predicted, names, run.file("confusion_matrix.png"),
-                     f"confusion matrix ({split} split)")
+    split = next((s for s in ("test", "val") if s in result.evaluations), None)
+    if split is not None:  # a dataset too small to hold out examples has neither
+        scores = result.evaluations[split]
+        n = result.model.output.shape[-1]
+        names = run.read_json(RUN_INFO, {}).get("class_names") or [str(i) for i in range(n)]
+        confusion_report(scores.labels, scores.predicted, names, run.file("confusion_matrix.png"),
+                         f"confusion matrix ({split} split)")
     run.write_json("summary.json", summary)
     run.write_text("README.md", _model_card(config, result, weight, result.metrics, summary))
 

@@ -13,11 +13,14 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from zoo.errors import UnknownModelError
+from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "rescale", "builtin", "none")
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")  # the weights files create_model(pretrained=PATH) loads
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ def resolve(name: str) -> tuple[ModelSpec, WeightSpec | None]:
 
     Raises UnknownModelError naming the closest names when nothing matches.
     """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgumentError(f"a model name is a string such as 'resnet50' or 'resnet50.imagenet', got {name!r}")
     catalog = _catalog()
     arch, _, tag = name.partition(".")
     spec = catalog.get(arch)
@@ -162,6 +167,39 @@ def resolve(name: str) -> tuple[ModelSpec, WeightSpec | None]:
     if tag:
         return spec, spec.weight(tag)
     return spec, (spec.weights[0] if spec.weights else None)
+
+
+def requested_weights(spec: ModelSpec, weight: WeightSpec | None, name: str,
+                      pretrained: bool | str | os.PathLike | None) -> WeightSpec | Path | None:
+    """What ``pretrained=`` asks for, checked without loading anything: catalog weights, a local file, or None.
+
+    ``weight`` is the tag ``name`` resolved to; ``pretrained`` is True (that tag), False/None (random
+    weights), a tag, or a path to a ``.weights.h5`` / ``.h5`` / ``.keras`` file.
+
+    Example:
+        >>> requested_weights(*resolve("resnet_tiny"), "resnet_tiny", True).tag
+        'digits'
+    """
+    if pretrained is False or pretrained is None:
+        return None
+    if pretrained is True:
+        if weight is None:
+            raise InvalidArgumentError(f"{spec.arch} has no pretrained weights: pass pretrained=False (random "
+                                       f"weights), or a weights file as pretrained=PATH")
+        return weight
+    path = Path(pretrained).expanduser()
+    if isinstance(pretrained, str) and not path.suffix and os.sep not in pretrained:
+        tagged = spec.weight(pretrained)  # a tag
+        if "." in name and weight is not None and weight.tag != tagged.tag:
+            raise InvalidArgumentError(f"'{name}' names tag '{weight.tag}' but pretrained='{pretrained}': "
+                                       f"give the tag once")
+        return tagged
+    if not str(path).endswith(WEIGHT_SUFFIXES):
+        raise InvalidArgumentError(f"pretrained={pretrained!r}: a weights file must end in "
+                                   f"{', '.join(WEIGHT_SUFFIXES)}")
+    if not path.is_file():
+        raise WeightsError(f"no weights file at {path}: check the path")
+    return path
 
 
 def model_info(name: str) -> dict:
@@ -175,6 +213,7 @@ def model_info(name: str) -> dict:
     info = dataclasses.asdict(spec)
     info["name"] = f"{spec.arch}.{weight.tag}" if weight else spec.arch
     info["tags"] = [w.tag for w in spec.weights]
+    info["default_input_size"] = (*spec.image_size(weight), spec.input_size[2])  # what the name builds at
     info["weights"] = dataclasses.asdict(weight) if weight else None
     if weight is not None and weight.file_hash is None and not weight.bundled:
         info["weights"]["file_hash"] = None

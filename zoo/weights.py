@@ -130,10 +130,29 @@ def import_file(source: str | os.PathLike, name: str) -> Path:
     return atomic_copy(source, local_path(weight))  # a reader never sees half a file, even after a crash
 
 
+def readable(path: str | os.PathLike) -> bool:
+    """Whether a weights file can be read as what its name says: HDF5 for ``.h5``, a zip for ``.keras``."""
+    name = str(path)
+    if name.endswith(".h5"):
+        import h5py  # no TensorFlow: a cheap look at the file's signature
+
+        return bool(h5py.is_hdf5(name))
+    if name.endswith(".keras"):
+        import zipfile
+
+        return zipfile.is_zipfile(name)
+    return True
+
+
 def status(name: str) -> dict:
-    """Where a tag's file is and whether it is present and verified, for ``keras-zoo weights list``."""
+    """Where a tag's file is and whether it is present, verified (None: the publisher gives no hash) and
+    readable, for ``keras-zoo weights list`` and ``verify``."""
     spec, weight = resolve_name(name)
+    if weight is None:
+        raise WeightsNotFoundError(f"{spec.arch} has no pretrained weights: nothing to look for "
+                                   f"(`keras-zoo list --pretrained` lists the models that have some)")
     path = local_path(weight)
-    present = path.exists()
+    present = path.is_file()
     return {"name": f"{spec.arch}.{weight.tag}", "path": str(path), "present": present,
-            "verified": (matches(path, weight) if weight.file_hash else None) if present else None}
+            "verified": (matches(path, weight) if weight.file_hash else None) if present else None,
+            "readable": readable(path) if present else None}

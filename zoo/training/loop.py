@@ -5,6 +5,10 @@ discriminative learning rates, and fits. Phases that train only the head over a 
 on cached features. With a ``run_dir`` every epoch is written atomically (weights, optimizer and loop
 state in one ``checkpoint.npz``), and calling ``finetune`` again resumes where it stopped.
 
+A run directory is locked for the whole call (a second process is refused at once), holds the run's
+fingerprint (``fingerprint.json``: resuming with other settings is refused, naming them) and self-checking
+checkpoints (a damaged one is detected; the one before it is used): see ``zoo.runs``.
+
 Example:
     >>> model = zoo.create_model("efficientnet_b0.imagenet", num_classes=5)
     >>> result = zoo.finetune(model, "path/to/images", recipe="two_phase", epochs=10, run_dir="runs/flowers")
@@ -12,12 +16,15 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,11 +33,11 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import compat, distribute, memory
-from zoo.backbone import clone
+from zoo.backbone import clone, entry_of
 from zoo.config import FinetuneConfig
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.evaluation import Evaluation, evaluate, loss_for
-from zoo.runs import BEST, CHECKPOINT, STATE, RunDir
+from zoo.runs import BEST, CHECKPOINT, STATE, RunDamagedError, RunDir
 from zoo.training.callbacks import EpochEnd, PreciseBatchNorm, ResumableEarlyStopping
 from zoo.training.features import extract, head_split
 from zoo.training.groups import freeze, freeze_to, groups, unfreeze
@@ -42,6 +49,14 @@ log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"  # facts of a run that are not options: class names, phases, the batch plan
 Extractor = Callable[[keras.Model, tf.data.Dataset], tuple[np.ndarray, np.ndarray, int]]
+
+# Options left out of a run's fingerprint (every other FinetuneConfig / RunConfig field is in it): tensorboard
+# only adds logs; strategy counts by its effect, the number of replicas (which, with batch_size, learning_rate
+# and lr_scaling, fixes the batch plan), so "auto" resumes on another machine with as many devices; run_dir is
+# where the run is, not what it is; baseline is another run, in its own directory; model, pretrained and data
+# count as what they resolved to (the catalog entry and its weights, the data source, its classes and
+# per-split counts), so the same folder given by another relative path is no change.
+UNFINGERPRINTED = ("tensorboard", "strategy", "run_dir", "baseline", "model", "pretrained", "data")
 
 
 class TrainingDivergedError(ZooError):
@@ -59,6 +74,8 @@ class FinetuneResult:
     run_dir: str | None = None
     phases: list[Phase] = field(default_factory=list)
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    seconds: float = 0.0  # the run's time in finetune, over every call that resumed it
+    resumed: bool = False  # this call went on from a checkpoint in run_dir
 
 
 def finetune(
@@ -71,6 +88,7 @@ def finetune(
     overwrite: bool = False,
     verbose: int | str = "auto",
     extractor: Extractor | None = None,
+    finish: bool = True,
     **options,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` as ``config`` (or its fields given as keyword arguments) says.
@@ -82,17 +100,26 @@ def finetune(
         config: a ``zoo.config.FinetuneConfig``; ``options`` (its field names) override its fields.
             See ``FinetuneConfig`` for every option (recipe, epochs, learning_rate, batch_size, ...).
         data_options: more arguments for ``zoo.data.load``, e.g. ``{"classes": [5, 6], "per_class": 10}``.
-        run_dir: checkpoint every epoch there; calling again with the same arguments resumes.
-        overwrite: replace a finished run in ``run_dir``.
+        run_dir: checkpoint every epoch there; calling again with the same arguments resumes. It is locked
+            for the call: another process on it is refused (``zoo.runs.RunLockedError``); resuming with other
+            settings is refused (``zoo.runs.RunMismatchError``), as is a run with no good checkpoint left
+            (``zoo.runs.RunDamagedError``).
+        overwrite: replace what ``run_dir`` holds when it cannot be resumed: a finished run, a run with other
+            settings or a damaged one (an unfinished run with the same settings resumes all the same).
         verbose: Keras's progress output; "auto": a progress bar on a terminal, one line per epoch
             otherwise (a pipe, a log file); 0 is silent (no log lines either).
         extractor: computes a frozen body's features on a split, as ``zoo.training.features.extract``
             (the default) does; tuning passes one that shares them between trials.
+        finish: mark the run finished at the end. ``False`` leaves that to the caller (``RunDir.finish()``,
+            after its own reports): until then a call with the same arguments re-evaluates the best weights
+            and returns, without training.
 
     A model built outside the strategy's scope, or with ``mixed_precision``, is trained as a copy
     (``result.model``). Example:
         >>> result = finetune(model, "digits", recipe="full", epochs=3, run_dir="runs/digits")
     """
+    if not isinstance(model, keras.Model):
+        raise InvalidArgumentError(f"model must be a keras.Model (e.g. from zoo.create_model), got {type(model).__name__}")
     base = config if config is not None else FinetuneConfig()
     if not isinstance(base, FinetuneConfig):
         raise InvalidArgumentError(f"config must be a zoo.config.FinetuneConfig, got {type(base).__name__}")
@@ -101,7 +128,7 @@ def finetune(
         verbose = 1 if sys.stdout.isatty() else 2
     with memory.released():
         return _Finetune(model, data, config, data_options or {}, run_dir, overwrite, verbose,
-                         extractor or extract).run()
+                         extractor or extract, finish).run()
 
 
 @dataclass
@@ -116,6 +143,7 @@ class _Splits:
     batch_size: int
     steps: int
     from_source: bool
+    fingerprint: dict  # what the data is, for the run's fingerprint
 
 
 @dataclass
@@ -128,11 +156,14 @@ class _State:
     best: float = math.inf  # the run's best monitored loss, across phases
     phase_best: float | None = None  # early stopping's, within the phase
     wait: int = 0
+    best_epoch: int | None = None  # the epoch (counted over the run) whose weights are in best.npz
+    seconds: float = 0.0  # time spent in finetune on this run, over every call that resumed it
 
 
 class _Finetune:
-    def __init__(self, model, data, config: FinetuneConfig, data_options, run_dir, overwrite, verbose, extractor):
-        self.config, self.verbose, self.extract = config, verbose, extractor
+    def __init__(self, model, data, config: FinetuneConfig, data_options, run_dir, overwrite, verbose, extractor,
+                 finish=True):
+        self.config, self.verbose, self.extract, self.finish = config, verbose, extractor, finish
         strategy = config.strategy
         self.strategy = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
         self.batches = distribute.batch_plan(self.strategy, batch_size=config.batch_size,
@@ -152,18 +183,27 @@ class _Finetune:
         self.run_dir = RunDir(run_dir) if run_dir is not None else None
         self.overwrite = overwrite
         self.state, self.checkpoint, self.best_weights = _State(), None, None
+        self.started, self.seconds_before = time.monotonic(), 0.0
+        # whether checkpoint.npz / best.npz hold what the state refers to: only such a file is kept as the
+        # previous good one when a new one replaces it (a damaged or stale one is not)
+        self.good = {CHECKPOINT: False, BEST: False}
 
     def run(self) -> FinetuneResult:
+        with self.run_dir.lock() if self.run_dir is not None else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> FinetuneResult:
         config, run = self.config, self.run_dir
+        self.started = time.monotonic()
         if self.verbose and self.batches.replicas > 1:
             log.info(self.batches.describe())
-        saved = run.claim(self.overwrite) if run else None
+        found = run.open(self.fingerprint(), self.overwrite, check=self._best_problem) if run else None
         keras.utils.set_random_seed(config.seed)
-        if run is not None and saved is None:
+        if run is not None and found is None:
             run.write_text("config.yaml", config.to_yaml())
             run.write_json(RUN_INFO, {"class_names": self.splits.class_names, "distribution": self.batches.as_dict(),
                                       "phases": [dataclasses.asdict(p) for p in self.phases]})
-        self._resume(saved)
+        self._resume(found)
         for index, phase in enumerate(self.phases):
             if index >= self.state.phase_index:
                 with self.strategy.scope():
@@ -173,22 +213,66 @@ class _Finetune:
             splits = {"val": self.splits.val, "test": self.splits.test}
             evaluations = {name: evaluate(self.model, split) for name, split in splits.items() if split is not None}
         metrics = {k: v for name, scores in evaluations.items() for k, v in scores.as_dict(f"{name}_").items()}
+        self.state.seconds = self._seconds()
         if run is not None:
             run.write_history(self.state.history)
             run.write_json("metrics.json", metrics)
             run.save_model(self.model, "model.keras")
-            run.write_json(STATE, {**dataclasses.asdict(self.state), "finished": True})
+            run.write_json(STATE, {**dataclasses.asdict(self.state), "finished": self.finish})
         return FinetuneResult(self.model, self.state.history, metrics, str(run.path) if run else None, self.phases,
-                              evaluations)
+                              evaluations, round(self.state.seconds, 3), found is not None)
 
-    def _resume(self, saved: dict | None) -> None:
-        if saved is None or not self.run_dir.exists(CHECKPOINT):
+    def fingerprint(self) -> dict:
+        """What this run is: the data, every option that changes the result (all but ``UNFINGERPRINTED``), the
+        model and the number of replicas. A run directory keeps it; resuming with another is refused."""
+        model, entry = self.model, entry_of(self.model)
+        shapes = json.dumps([list(w.shape) for w in model.weights])
+        inputs = model.input_shape
+        return {  # in the order a difference is reported
+            "data": self.splits.fingerprint,
+            "options": {k: v for k, v in self.config.as_dict().items() if k not in UNFINGERPRINTED},
+            "model": {"name": entry.name if entry else None, "weights": entry.weights if entry else None,
+                      "input_shape": [list(s[1:]) for s in inputs] if isinstance(inputs, list) else list(inputs[1:]),
+                      "outputs": int(model.output.shape[-1]), "parameters": int(model.count_params()),
+                      "weight_shapes": hashlib.sha256(shapes.encode()).hexdigest()[:16]},
+            "distribution": {"replicas": self.batches.replicas},  # with the options, the whole batch plan
+        }
+
+    def _seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.started
+
+    def _best(self, epoch: int):
+        """The best weights saved at ``epoch`` (best.npz, else best.prev.npz), or None."""
+        arrays, name, _ = self.run_dir.load_good(
+            BEST, check=lambda a: None if int(a["epoch"][0]) == epoch else f"holds epoch {int(a['epoch'][0])}")
+        self.good[BEST] = name == BEST
+        return arrays
+
+    def _best_problem(self, checkpoint: dict) -> str | None:
+        """Why a checkpoint cannot be resumed: the best weights it goes with are missing or damaged. (A
+        checkpoint of the best epoch itself holds them: best.npz is written after it.)"""
+        state = json.loads(str(checkpoint["state"][0]))
+        epoch = state.get("best_epoch")
+        if epoch is None or epoch == len(state["history"]) or self._best(epoch) is not None:
+            return None
+        return f"the best weights it goes with ({BEST}, epoch {epoch}) are missing or damaged"
+
+    def _resume(self, found) -> None:
+        if found is None:
             return
-        self.checkpoint = self.run_dir.load_arrays(CHECKPOINT)
+        self.checkpoint, name, problems = found
         self.state = _State(**json.loads(str(self.checkpoint["state"][0])))
+        self.good[CHECKPOINT] = name == CHECKPOINT
+        if self.state.best_epoch is not None and self._best(self.state.best_epoch) is None:
+            self._save_best(self.checkpoint["model"])  # killed (or a full disk) between the checkpoint and best.npz
+        self.seconds_before = self.state.seconds
+        self.run_dir.write_json(STATE, dataclasses.asdict(self.state))  # state.json as the checkpoint says
         if self.verbose:
-            log.info("resuming %s: phase %d, %d epochs done", self.run_dir.path, self.state.phase_index + 1,
-                     self.state.phase_epoch)
+            for problem in problems:
+                log.warning("%s: resuming from %s", problem, name)
+            done = self.state.phase_index >= len(self.phases)
+            log.info("resuming %s: %s", self.run_dir.path, "training done, evaluating" if done else
+                     f"phase {self.state.phase_index + 1}, {self.state.phase_epoch} epochs done")
 
     def _run_phase(self, index: int, phase: Phase) -> None:
         model, resumed, state, config = self.model, self.checkpoint, self.state, self.config
@@ -233,11 +317,14 @@ class _Finetune:
                        steps_per_epoch=steps, shuffle=False, callbacks=callbacks, verbose=self.verbose)
         if end.diverged:
             where = f" in {self.run_dir.file(CHECKPOINT)}" if self.run_dir else ""
-            raise TrainingDivergedError(
-                f"the loss became NaN in phase '{phase.name}', epoch {state.phase_epoch + 1}: lower the learning "
-                f"rate, or check the data for NaN or infinite values; the last good checkpoint is kept{where}")
+            bad = _non_finite(examples)
+            cause = (f"{bad} training example(s) hold NaN or infinite values: clean the data" if bad
+                     else "lower the learning rate")
+            raise TrainingDivergedError(f"the loss became NaN in phase '{phase.name}', epoch {state.phase_epoch + 1}: "
+                                        f"{cause}; the last good checkpoint is kept{where}")
         self._restore_best()
-        self.state = _State(phase_index=index + 1, history=state.history, best=state.best)
+        self.state = _State(phase_index=index + 1, history=state.history, best=state.best,
+                            best_epoch=state.best_epoch, seconds=state.seconds)
         self._save(optimizer_variables=[])
 
     def learning_rate(self, phase: Phase, steps: int):
@@ -279,27 +366,46 @@ class _Finetune:
         state.history.append({"phase": phase.name, "epoch": len(state.history) + 1,
                               **{k: float(v) for k, v in logs.items()}})
         monitor = float(logs.get("val_loss", logs["loss"]))
-        if monitor < state.best:  # the best weights of the whole run are the ones kept
-            state.best = monitor
-            if self.run_dir is not None:
-                self.run_dir.save_arrays(BEST, {"model": self.model.get_weights()})
-            else:
+        improved = monitor < state.best  # the best weights of the whole run are the ones kept
+        if improved:
+            state.best, state.best_epoch = monitor, len(state.history)
+            if self.run_dir is None:
                 self.best_weights = self.model.get_weights()
         if early is not None:
             state.wait, state.phase_best = early.wait, early.best
-        self._save([v.numpy() for v in target.optimizer.variables])
+        self._save([v.numpy() for v in target.optimizer.variables], best=improved)
 
-    def _save(self, optimizer_variables) -> None:
+    def _save(self, optimizer_variables, best: bool = False) -> None:
+        """The checkpoint (the one it replaces is kept as checkpoint.prev.npz); with ``best``, its weights as
+        best.npz (the one before kept as best.prev.npz); then state.json, a readable copy of the checkpoint's
+        state. A write that fails (a full disk) leaves the last good files as they were: best.npz is never
+        newer than the checkpoint, and a checkpoint of the best epoch holds the best weights itself."""
         if self.run_dir is None:
             return
+        self.state.seconds = self._seconds()
         state = dataclasses.asdict(self.state)
-        self.run_dir.save_arrays(CHECKPOINT, {"model": self.model.get_weights(), "optimizer": optimizer_variables,
-                                              "state": [np.array(json.dumps(state))]})
+        weights = self.model.get_weights()
+        self.run_dir.save_arrays(CHECKPOINT, {"model": weights, "optimizer": optimizer_variables,
+                                              "state": [np.array(json.dumps(state))]},
+                                  keep_previous=self.good[CHECKPOINT])
+        self.good[CHECKPOINT] = True
+        if best:
+            self._save_best(weights)
         self.run_dir.write_json(STATE, state)
 
+    def _save_best(self, weights) -> None:
+        self.run_dir.save_arrays(BEST, {"model": weights, "epoch": [np.array(self.state.best_epoch)]},
+                                 keep_previous=self.good[BEST])
+        self.good[BEST] = True
+
     def _restore_best(self) -> None:
-        if self.run_dir is not None and self.run_dir.exists(BEST):
-            self.model.set_weights(self.run_dir.load_arrays(BEST)["model"])
+        if self.run_dir is not None and self.state.best_epoch is not None:
+            best = self._best(self.state.best_epoch)
+            if best is None:
+                raise RunDamagedError(f"the best weights in {self.run_dir.file(BEST)} (epoch {self.state.best_epoch}) "
+                                      f"are missing or damaged: delete the run directory, or pass overwrite=True "
+                                      f"(--overwrite) to start it over")
+            self.model.set_weights(best["model"])
         elif self.best_weights is not None:
             self.model.set_weights(self.best_weights)
 
@@ -321,6 +427,12 @@ def epochs_stream(examples: tf.data.Dataset, batch: int, steps: int, first: int,
     return stream.prefetch(tf.data.AUTOTUNE)
 
 
+def _non_finite(examples: tf.data.Dataset) -> int:
+    """How many ``(inputs, label)`` examples hold a NaN or infinite input value (one pass, after a divergence)."""
+    flags = examples.map(lambda x, y: tf.cast(tf.reduce_any(~tf.math.is_finite(tf.cast(x, "float32"))), "int64"))
+    return int(flags.reduce(tf.constant(0, "int64"), lambda total, flag: total + flag))
+
+
 def _data(data, model: keras.Model, config: FinetuneConfig, options: dict) -> _Splits:
     loaded = isinstance(data, tuple) and len(data) == 4 and hasattr(data[3], "num_classes")  # zoo.data.load's
     if not loaded and isinstance(data, tuple) and data and isinstance(data[0], tf.data.Dataset):
@@ -328,7 +440,12 @@ def _data(data, model: keras.Model, config: FinetuneConfig, options: dict) -> _S
         steps = int(train.cardinality())
         steps = steps if steps > 0 else sum(1 for _ in train)
         batch = int(next(iter(train))[0].shape[0])
-        return _Splits(train, val, test, int(model.output.shape[-1]), None, batch, steps, from_source=False)
+        described = {"source": "datasets", "train_batches": steps, "batch_size": batch,
+                     "element_spec": str(train.element_spec),
+                     **{f"{name}_batches": None if split is None else int(split.cardinality())
+                        for name, split in (("validation", val), ("test", test))}}
+        return _Splits(train, val, test, int(model.output.shape[-1]), None, batch, steps, from_source=False,
+                       fingerprint=described)
     if not loaded:
         from zoo import data as loader
 
@@ -337,8 +454,16 @@ def _data(data, model: keras.Model, config: FinetuneConfig, options: dict) -> _S
                            shuffle=False, seed=config.seed, **options)
     train, val, test, info = data  # as zoo.data.load returns it: re-batched at the config's batch size
     steps = math.ceil(info.num_examples["train"] / config.batch_size)
+    source = info.source
+    if isinstance(source, str) and os.path.isdir(source):
+        source = os.path.abspath(source)  # a folder, however it was named
+    described = {"source": source, "class_names": list(info.class_names), "num_examples": dict(info.num_examples),
+                 "image_size": list(info.image_size), "channels": info.channels,
+                 "options": {k: v for k, v in options.items() if k != "data_dir"}}
+    val, test = (split if info.num_examples[name] else None  # too few examples to hold any out
+                 for name, split in (("validation", val), ("test", test)))
     return _Splits(train, val, test, info.num_classes, list(info.class_names), config.batch_size, steps,
-                   from_source=True)
+                   from_source=True, fingerprint=described)
 
 
 def _in_scope(model: keras.Model, strategy: tf.distribute.Strategy) -> keras.Model:

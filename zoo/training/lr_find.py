@@ -73,6 +73,8 @@ def lr_find(model: keras.Model, data, *, start: float = 1e-7, end: float = 10.0,
     """
     if not 0 < start < end:
         raise InvalidArgumentError(f"lr_find needs 0 < start < end, got start={start}, end={end}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 3:
+        raise InvalidArgumentError(f"lr_find needs steps >= 3 (it follows the loss over the steps), got {steps!r}")
     saved = model.get_weights()
     sweep = _Sweep(start, end, steps)
     model.compile(optimizer=make_optimizer(optimizer, start),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from zoo.config import RECIPES
+from zoo.config import MIN_EPOCHS, RECIPES
 from zoo.errors import InvalidArgumentError
 
 __all__ = ["RECIPES", "Phase", "plan"]
@@ -46,8 +46,9 @@ def plan(recipe: str, epochs: int, blocks: int, n_blocks: int) -> list[Phase]:
         raise InvalidArgumentError(f"unknown recipe '{recipe}': use one of {', '.join(RECIPES)}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InvalidArgumentError(f"epochs must be a positive integer, got {epochs!r}")
-    if recipe in ("two_phase", "gradual") and epochs < 2:
-        raise InvalidArgumentError(f"recipe '{recipe}' needs at least 2 epochs (head first, then more)")
+    if epochs < MIN_EPOCHS.get(recipe, 1):
+        raise InvalidArgumentError(f"recipe '{recipe}' needs at least {MIN_EPOCHS[recipe]} epochs (head first, "
+                                   f"then more)")
     if recipe == "two_phase" and not 1 <= blocks <= n_blocks:
         raise InvalidArgumentError(f"blocks={blocks}: the backbone has {n_blocks} blocks; use 1..{n_blocks}")
     if recipe == "linear_probe":
