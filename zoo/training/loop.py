@@ -118,12 +118,13 @@ def finetune(
     (``result.model``). Example:
         >>> result = finetune(model, "digits", recipe="full", epochs=3, run_dir="runs/digits")
     """
-    if not isinstance(model, keras.Model):
-        raise InvalidArgumentError(f"model must be a keras.Model (e.g. from zoo.create_model), got {type(model).__name__}")
     base = config if config is not None else FinetuneConfig()
     if not isinstance(base, FinetuneConfig):
         raise InvalidArgumentError(f"config must be a zoo.config.FinetuneConfig, got {type(base).__name__}")
     config = base.replace(**options) if options else base
+    if not isinstance(model, keras.Model):
+        raise InvalidArgumentError(f"model must be a keras.Model (from zoo.create_model, say), got "
+                                   f"{type(model).__name__}")
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     with memory.released():
