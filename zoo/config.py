@@ -185,11 +185,6 @@ class RunConfig(FinetuneConfig):
             if not getattr(self, name).strip():
                 raise InvalidArgumentError(f"{where}: {name} must not be empty ({_help(type(self), name)})")
 
-    def finetune_config(self) -> FinetuneConfig:
-        """The fine-tuning part, for ``zoo.finetune``."""
-        names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-        return FinetuneConfig(**{k: v for k, v in self.as_dict(plain=False).items() if k in names})
-
     def as_dict(self, plain: bool = True) -> dict:
         values = super().as_dict(plain)
         first = [f.name for f in dataclasses.fields(RunConfig) if f.name not in _FINETUNE_FIELDS]
