@@ -23,10 +23,8 @@ import numpy as np
 import pytest
 
 import zoo
+from tests.test_finetune import datasets, tiny_model
 from zoo.runs import BEST, CHECKPOINT, STATE, RunDamagedError, RunDir, RunLockedError, RunMismatchError
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_finetune import datasets, tiny_model  # noqa: E402
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 ARGS = ["finetune", "--model", "mlp_small", "--pretrained", "false", "--data", "digits", "--image-size", "8,8",

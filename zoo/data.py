@@ -31,7 +31,6 @@ from zoo.errors import DataError, InvalidArgumentError
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
-AUGMENT_PRESETS = AUGMENTS
 AUTOTUNE = tf.data.AUTOTUNE
 FORMATS = "PNG, JPEG, GIF, BMP, WebP"  # what tf.io.decode_image reads
 # Channels a model gets by default from images with 1 to 4 channels: alpha is dropped.
@@ -123,8 +122,8 @@ def load(
     """
     _check_arguments(batch_size=batch_size, per_class=per_class, num_classes=num_classes, channels=channels,
                      seed=seed, image_size=image_size)
-    if augment not in AUGMENT_PRESETS:
-        raise InvalidArgumentError(f"augment={augment!r} is not a preset: use one of {AUGMENT_PRESETS}")
+    if augment not in AUGMENTS:
+        raise InvalidArgumentError(f"augment={augment!r} is not a preset: use one of {AUGMENTS}")
     numeric = all(isinstance(f, (int, float, np.number)) and not isinstance(f, bool)
                   for f in (val_fraction, test_fraction))
     if not (numeric and 0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
