@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import datasets, tiny_model
 
 import zoo
-from tests.test_finetune import datasets, tiny_model
 from zoo.runs import BEST, CHECKPOINT, STATE, RunDamagedError, RunDir, RunLockedError, RunMismatchError
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

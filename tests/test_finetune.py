@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import arrays, datasets, tiny_model  # shared with test_faults
 
 import zoo
 from zoo.errors import InvalidArgumentError, ZooError
@@ -17,35 +18,6 @@ from zoo.runs import RunExistsError
 from zoo.training import TrainingDivergedError, groups, make_optimizer, plan
 
 SMALL = (32, 32)
-
-
-def tiny_model(num_classes=3, name="tiny"):
-    """A small non-catalog CNN with BatchNorm: groups fall back to equal parameter counts."""
-    keras.utils.set_random_seed(0)
-    x = inputs = keras.Input((16, 16, 3))
-    for i, width in enumerate([8, 16, 16, 32]):
-        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
-        x = keras.layers.ReLU(name=f"relu{i}")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(inputs, keras.layers.Dense(num_classes, name="head")(x), name=name)
-
-
-def arrays(n=48, size=16, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.uniform(0, 255, (n, size, size, 3)).astype("float32")
-    x[..., 0] += y[:, None, None] * 40.0  # a learnable signal
-    return x, y
-
-
-def datasets(n=48, size=16, classes=3, shuffle=False):
-    x, y = arrays(n, size, classes)
-    train = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        train = train.shuffle(n, seed=1)
-    val = tf.data.Dataset.from_tensor_slices(arrays(24, size, classes, seed=1)).batch(8)
-    return train.batch(8), val
 
 
 def weights_of(layers):
