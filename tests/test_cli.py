@@ -88,6 +88,28 @@ def test_finetune_with_no_arguments_runs_the_bundled_task_and_reports_the_baseli
     assert len((run / "history.csv").read_text().splitlines()) == 1 + 3
     assert json.loads((run / "run.json").read_text())["class_names"] == ["5", "6", "7", "8", "9"]
     assert "scikit-learn digits 0-4" in (run / "README.md").read_text()
+    knn = summary["knn_before_training"]
+    assert set(knn) == {"pretrained", "random init"} and all(0 < v <= 1 for v in knn.values())
+    assert f"before training, kNN on the backbone's features: {knn['pretrained']:.3f} pretrained" in stdout
+    assert json.loads((run / "fingerprint.json").read_text())["data"]["num_examples"]["test"] > 600  # all held out
+
+
+def test_explain_writes_saliency_overlays_next_to_the_images(bundled_run, tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    run, _ = bundled_run
+    digits = load_digits()
+    paths = []
+    for label in (5, 8):
+        paths.append(tmp_path / f"{label}.png")
+        Image.fromarray((digits.images[digits.target == label][0] * 255 / 16).astype("uint8")).save(paths[-1])
+    out = keras_zoo("explain", run, *paths, "--method", "gradcam")
+    assert out.returncode == 0, out.stderr[-2000:]
+    for path in paths:
+        with Image.open(tmp_path / f"{path.stem}.gradcam.png") as overlay:
+            assert overlay.size[0] >= 200
+    one_line_error(keras_zoo("explain", run, tmp_path / "none.png"), "no such image file")
 
 
 def test_a_run_reproduces_from_its_config(bundled_run, tmp_path):

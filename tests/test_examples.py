@@ -27,9 +27,9 @@ def number(pattern: str, text: str) -> float:
 def test_create_and_extract(tmp_path):
     out = run_example("create_and_extract.py", cwd=tmp_path)
     assert "classifier: (None, 16, 16, 3) -> (None, 5)" in out
-    assert len(re.findall(r"stage at stride \d+ .*: nearest-neighbour accuracy", out)) == 3
+    assert len(re.findall(r"stage at stride \d+ .*: kNN accuracy", out)) == 3
     # digits 5-9 were never seen in pretraining; chance is 0.2
-    assert number(r"embedding \(128,\): nearest-neighbour accuracy ([\d.]+)", out) > 0.6
+    assert number(r"embedding \(128,\): kNN accuracy ([\d.]+)", out) > 0.6
     assert "average-pooled: equal True" in out
     assert len(re.findall(r"^\s+[5-9](\s+-?\d\.\d\d){5}$", out, re.M)) == 5  # the 5x5 similarity matrix
     assert list(tmp_path.iterdir()) == []  # writes nothing

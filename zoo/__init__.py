@@ -19,13 +19,18 @@ __version__ = "0.1.0"
 _LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory", "entry_of": "zoo.backbone",
          "save_backbone_weights": "zoo.backbone", "FinetuneConfig": "zoo.config", "RunConfig": "zoo.config",
          **{name: "zoo.training" for name in ("finetune", "freeze", "unfreeze", "freeze_to", "trainable_summary",
-                                             "lr_find", "apply_lora")}}
+                                             "lr_find", "apply_lora")},
+         **{name: "zoo.represent.features" for name in ("embed", "intermediates")},
+         **{name: "zoo.represent.probes" for name in ("knn_accuracy", "linear_probe")},
+         "cka": "zoo.represent.similarity", "pretrain": "zoo.represent.pretraining",
+         **{name: "zoo.represent.saliency" for name in ("gradcam", "attention_rollout", "integrated_gradients")}}
 _SUBMODULES = {"data", "weights", "factory", "registry", "errors", "training", "runs", "distribute", "config",
-               "backbone", "evaluation"}
+               "backbone", "evaluation", "represent"}
 
-__all__ = ["FinetuneConfig", "RunConfig", "ZooError", "apply_lora", "create_model", "entry_of", "families",
-           "finetune", "freeze", "freeze_to", "list_models", "load_model", "lr_find", "model_info",
-           "save_backbone_weights", "trainable_summary", "unfreeze"]
+__all__ = ["FinetuneConfig", "RunConfig", "ZooError", "apply_lora", "attention_rollout", "cka", "create_model",
+           "embed", "entry_of", "families", "finetune", "freeze", "freeze_to", "gradcam", "integrated_gradients",
+           "intermediates", "knn_accuracy", "linear_probe", "list_models", "load_model", "lr_find", "model_info",
+           "pretrain", "save_backbone_weights", "trainable_summary", "unfreeze"]
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from zoo import checks
-from zoo.config import OBJECTIVES, TUNERS
+from zoo.config import EMBEDDING_MAPS, OBJECTIVES, PRETRAIN_METHODS, SALIENCY_METHODS, TUNERS
 from zoo.errors import DataError, InvalidArgumentError, ZooError
 from zoo.registry import families, list_models, model_info, resolve, specs
 from zoo.text import table
@@ -189,11 +189,20 @@ def cmd_finetune(args) -> int:
 
         os.environ["TF_CONFIG"] = tf_config(args.workers, args.worker_index)
     summary = run_finetune(config, overwrite=args.overwrite)
-    print(f"\n{summary['model']} ({summary['recipe']}): {_accuracy(summary['test_accuracy'])}")
+    print()
+    if "knn_before_training" in summary:
+        knn = summary["knn_before_training"]
+        print(f"before training, kNN on the backbone's features: {knn['pretrained']:.3f} pretrained, "
+              f"{knn['random init']:.3f} random init")
+    print(f"{summary['model']} ({summary['recipe']}): {_accuracy(summary['test_accuracy'])}")
     if "baseline" in summary:
         b = summary["baseline"]
         print(f"{b['model']} from scratch (full, learning rate {b['learning_rate']:.2g} from lr_find, same "
               f"epochs): {_accuracy(b['test_accuracy'])}")
+    if "curve" in summary:
+        curve = summary["curve"]
+        print(table(zip(curve["per_class"], curve["pretrained"], curve["scratch"]),
+                    ["labels per class", "pretrained", "from scratch"]))
     print(f"time {summary['seconds']:.0f} s; run directory {summary['run_dir']}")
     return 0
 
@@ -216,6 +225,17 @@ def _run_model(run: str):
     import zoo
 
     return zoo.load_model(_check_run(run) / "model.keras", compile=False)
+
+
+def _class_names(run: str, model) -> list[str]:
+    """A run's class names (from its run.json), else the class indices."""
+    import json
+
+    from zoo.training.loop import RUN_INFO
+
+    meta = Path(run) / RUN_INFO
+    return (json.loads(meta.read_text()).get("class_names") if meta.is_file() else None) or \
+        [str(i) for i in range(model.output.shape[-1])]
 
 
 def cmd_evaluate(args) -> int:
@@ -248,17 +268,12 @@ def cmd_predict(args) -> int:
     for image in args.images:
         if not Path(image).expanduser().is_file():
             raise DataError(f"no such image file: {image}")
-    import json
-
     import numpy as np
 
     from zoo.data import read_image
-    from zoo.training.loop import RUN_INFO
 
     model = _run_model(args.run)
-    meta = Path(args.run) / RUN_INFO
-    names = (json.loads(meta.read_text()).get("class_names") if meta.is_file() else None) or \
-        [str(i) for i in range(model.output.shape[-1])]
+    names = _class_names(args.run, model)
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[3]
     images = np.stack([read_image(path, size, channels) for path in args.images])
     logits = model.predict(images, verbose=0)
@@ -294,10 +309,83 @@ def cmd_pretrain(args) -> int:
     if Path(args.out).exists():
         raise InvalidArgumentError(f"--out {args.out} exists: remove it first, or give another --out")
     checks.writable(args.out, "--out", folder=False)
-    from zoo.jobs import pretrain
+    bundled = args.method == "supervised" and args.model is None and args.data is None and args.classes is None
+    model, data = args.model or "resnet_tiny", args.data or "digits"
+    if not bundled:
+        resolve(model)
+        checks.data_source(data)
+        checks.known_classes(data, args.classes)
+        if args.run_dir:
+            checks.writable(args.run_dir, "--run-dir")
+    if bundled:
+        from zoo.jobs import pretrain
 
-    path, digest = pretrain(args.out, epochs=args.epochs, seed=args.seed)
+        path, digest = pretrain(args.out, epochs=args.epochs, seed=args.seed)
+    else:
+        from zoo.jobs import pretrain_backbone
+
+        path, digest = pretrain_backbone(model, data, args.out, method=args.method, epochs=args.epochs,
+                                         seed=args.seed, run_dir=args.run_dir, image_size=args.image_size,
+                                         classes=args.classes, overwrite=args.overwrite)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
+    return 0
+
+
+def _representation_inputs(args, *models: str | None) -> dict:
+    """Check the models, the data and the output of a representation command; return the data options."""
+    for name in models:
+        if name is not None and not (Path(name).expanduser().is_dir() or name.endswith(".keras")):
+            resolve(name)
+        elif name is not None and not Path(name).expanduser().exists():
+            raise InvalidArgumentError(f"{name} does not exist: give a run directory, a .keras file or a catalog name")
+    checks.data_source(args.data)
+    checks.known_classes(args.data, args.classes)
+    checks.writable(args.out, "--out", folder=False)
+    return {"classes": args.classes, **({"per_class": args.per_class} if getattr(args, "per_class", None) else {})}
+
+
+def cmd_embed(args) -> int:
+    options = _representation_inputs(args, args.model)
+    if args.projector:
+        checks.writable(args.projector, "--projector")
+    from zoo.represent.jobs import embed_job
+
+    print(embed_job(args.model, args.data, out=args.out, split=args.split, layer=args.layer, plot=args.plot,
+                    projector=args.projector, image_size=args.image_size, data_options=options))
+    return 0
+
+
+def cmd_probe(args) -> int:
+    options = _representation_inputs(args, args.model)
+    from zoo.represent.jobs import probe_job
+
+    print(probe_job(args.model, args.data, out=args.out, k=args.k, image_size=args.image_size,
+                    random=not args.no_random, stages=args.stages, data_options=options))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    options = _representation_inputs(args, args.model, args.other)
+    from zoo.represent.jobs import compare_job
+
+    print(compare_job(args.model, args.other, args.data, out=args.out, examples=args.examples,
+                      batch_size=args.batch_size, image_size=args.image_size, stages=args.stages,
+                      data_options=options))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    _check_run(args.run)
+    for image in args.images:
+        if not Path(image).expanduser().is_file():
+            raise DataError(f"no such image file: {image}")
+    if args.out_dir:
+        checks.writable(args.out_dir, "--out-dir")
+    from zoo.represent.saliency import explain_files
+
+    model = _run_model(args.run)
+    names = _class_names(args.run, model)
+    explain_files(model, args.images, method=args.method, out_dir=args.out_dir, class_names=names)  # logs each file
     return 0
 
 
@@ -470,11 +558,69 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", default="127.0.0.1:8000", help="host:port of the chief")
     p.add_argument("--worker-id", help="a name unique to this worker (default: host and process id)")
 
-    p = sub("pretrain", "rebuild the bundled resnet_tiny.digits checkpoint (seeded)",
-            "keras-zoo pretrain --out zoo/pretrained/resnet_tiny_digits.weights.h5", cmd_pretrain)
-    p.add_argument("--out", default="resnet_tiny_digits.weights.h5", help="a new .weights.h5 file")
+    p = sub("pretrain", "pretrain a backbone (SimCLR, or supervised); with no --model, --data or --classes, "
+            "rebuild the bundled resnet_tiny.digits checkpoint (seeded)",
+            "keras-zoo pretrain --method simclr --model resnet_tiny --data digits --classes 0,1,2,3,4 "
+            "--out ssl.weights.h5", cmd_pretrain)
+    p.add_argument("--method", default="supervised", choices=PRETRAIN_METHODS,
+                   help="simclr: self-supervised, labels ignored; supervised: a classifier on the labels")
+    p.add_argument("--model", help="catalog architecture to pretrain from random initialisation (default resnet_tiny)")
+    p.add_argument("--data", help="folder, tfds:NAME or digits (default digits)")
+    p.add_argument("--classes", type=_listed, help="comma-separated subset of the data's classes")
+    p.add_argument("--image-size", type=_size, help="H,W (default: the architecture's own)")
+    p.add_argument("--out", default="resnet_tiny_digits.weights.h5", help="a new .weights.h5 file: the backbone, "
+                   "for create_model(arch, pretrained=FILE)")
     p.add_argument("--epochs", type=_integer(1), default=15)
     p.add_argument("--seed", type=_integer(0), default=0)
+    p.add_argument("--run-dir", help="checkpoint every epoch there; the same command resumes (not for the bundled "
+                   "rebuild)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --run-dir")
+
+    def representation(p, out: str, data_help: str = "data: folder, tfds:NAME or digits (default digits)"):
+        p.add_argument("--data", default="digits", help=data_help)
+        p.add_argument("--classes", type=_listed, help="comma-separated subset of the data's classes")
+        p.add_argument("--image-size", type=_size, help="H,W (default: the model's own)")
+        p.add_argument("--out", default=out, help=f"output file (default {out})")
+
+    stages_help = ("comma-separated stage keys (strides, block names) or layer names (default: the catalog's "
+                   "stages; a model without them needs this)")
+    model_help = ("arch.tag (those weights), a bare arch (random initialisation), a finished run's directory or "
+                  "a .keras file")
+    p = sub("embed", "embed a split of a dataset with a model's features; save them, map them (t-SNE, UMAP)",
+            "keras-zoo embed resnet_tiny.digits --data digits --out emb.npz --plot tsne", cmd_embed)
+    p.add_argument("model", help=model_help)
+    representation(p, "embeddings.npz")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--layer", help="a layer name: its output averaged over space or tokens (default: the "
+                   "features the classifier reads)")
+    p.add_argument("--plot", choices=EMBEDDING_MAPS, help="also draw a 2-D map next to --out")
+    p.add_argument("--projector", help="also write TensorBoard projector files into this folder")
+
+    p = sub("probe", "kNN and linear-probe accuracy at every stage, pretrained and at random initialisation",
+            "keras-zoo probe resnet_tiny.digits --data digits --classes 5,6,7,8,9", cmd_probe)
+    p.add_argument("model", help=model_help)
+    representation(p, "probe.png")
+    p.add_argument("--per-class", type=_integer(1), help="labelled examples per class the probes fit on")
+    p.add_argument("--k", type=_integer(1), default=20, help="neighbours of the kNN probe (default 20, as DINO)")
+    p.add_argument("--no-random", action="store_true", help="leave out the random-init twin")
+    p.add_argument("--stages", type=_listed, help=stages_help)
+
+    p = sub("compare", "linear CKA between the stages of two models (or of one against itself), as a heat map",
+            "keras-zoo compare resnet_tiny.digits resnet_tiny --data digits", cmd_compare)
+    p.add_argument("model", help=model_help)
+    p.add_argument("other", nargs="?", help="the second model (default: the first against itself)")
+    representation(p, "cka.png")
+    p.add_argument("--examples", type=_integer(4), default=1000, help="test images to compare on (default 1000)")
+    p.add_argument("--batch-size", type=_integer(4), default=250, help="minibatch of the CKA estimate (default 250)")
+    p.add_argument("--stages", type=_listed, help=stages_help + "; with two models, the first one's")
+
+    p = sub("explain", "saliency maps of a run's predictions, written as PNG overlays next to the images",
+            "keras-zoo explain runs/my-run img1.png img2.jpg --method gradcam", cmd_explain)
+    p.add_argument("run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--method", default="auto", choices=SALIENCY_METHODS,
+                   help="auto: Grad-CAM for CNNs, attention rollout for ViTs, integrated gradients otherwise")
+    p.add_argument("--out-dir", help="write the overlays here instead of next to the images")
     return parser
 
 

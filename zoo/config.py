@@ -38,6 +38,10 @@ MIN_EPOCHS = {"two_phase": 2, "gradual": 2}  # head first, then more: zoo.traini
 # keras-zoo tune's choices, read without importing keras-tuner (tuning.search maps them to its oracles)
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss": "min"}  # what trials report
+# the representation tools (zoo.represent)
+PRETRAIN_METHODS = ("supervised", "simclr")
+SALIENCY_METHODS = ("auto", "gradcam", "attention_rollout", "integrated_gradients")  # auto: by the model's kind
+EMBEDDING_MAPS = ("tsne", "umap")
 
 Positive = Annotated[int, pydantic.Strict(), pydantic.Field(ge=1)]  # strict: True is not a batch size
 Rate = Annotated[float, pydantic.Field(gt=0)]
@@ -171,10 +175,15 @@ class RunConfig(FinetuneConfig):
     pretrained: bool | str = option(True, "true, false, a weights tag or a weights file")
     classes: list[int | str] | None = option(None, "comma-separated subset of the data's classes")
     per_class: Positive | None = option(None, "labelled training examples per class")
+    test_fraction: Fraction = option(0.1, "fraction of the examples held out for testing, where the data has no "
+                                          "test split")
     image_size: tuple[Positive, Positive] | None = option(None, "H,W (default: the model's weights', else its own)")
     dropout: Fraction = option(0.0, "dropout before the head")
     head_hidden: list[Positive] | None = option(None, "comma-separated widths of hidden layers before the head")
-    baseline: bool = option(False, "also train the same network from scratch and report both")
+    baseline: bool = option(False, "also train the same network from scratch and report both, with the kNN "
+                                   "accuracy of the backbone's features before training, pretrained and random")
+    curve: bool = option(False, "also fine-tune pretrained and from scratch at 1, 2, 5 and 10 labels per class, "
+                                "and plot test accuracy against labels (label_efficiency.png)")
     run_dir: str | None = option(None, "where the run goes (default runs/<time>-<arch>)")
 
     def _check_combinations(self, where: str) -> None:

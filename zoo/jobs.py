@@ -21,9 +21,12 @@ log = logging.getLogger(__name__)
 
 # The bundled task: a backbone pretrained by the package on digits 0-4 learns digits 5-9 from
 # a few labels per class, next to the same network trained from scratch.
+# Every example of digits 5-9 not used for training or validation is a test example (about 720), so a
+# printed difference is more than a few images.
 BUNDLED_TASK = {"model": "resnet_tiny.digits", "data": "digits", "classes": [5, 6, 7, 8, 9], "per_class": 5,
-                "recipe": "full", "epochs": 20, "batch_size": 16, "learning_rate": 3e-3, "patience": None,
-                "baseline": True}
+                "test_fraction": 0.8, "recipe": "full", "epochs": 20, "batch_size": 16, "learning_rate": 3e-3,
+                "patience": None, "baseline": True}
+CURVE = (1, 2, 5, 10)  # labelled examples per class of the label-efficiency curve
 PRETRAIN_CLASSES = [0, 1, 2, 3, 4]
 
 
@@ -43,11 +46,8 @@ def run_finetune(config: RunConfig, *, overwrite: bool = False, verbose: int | s
     if config.strategy != "multi_worker":  # one process: a busy directory is refused before TensorFlow loads
         run.check_free()
 
-    import keras
-
     import zoo
     from zoo import distribute
-    from zoo.data import load
 
     clock = _Clock()
     strategy = distribute.strategy(config.strategy)
@@ -55,31 +55,73 @@ def run_finetune(config: RunConfig, *, overwrite: bool = False, verbose: int | s
     if chief:
         run.check_free()
     size = tuple(config.image_size or spec.image_size(weight if config.pretrained is True else None))
-    data = load(config.data, image_size=size, channels=spec.input_size[2], batch_size=config.batch_size,
-                augment=config.augment, shuffle=False, seed=config.seed, classes=config.classes,
-                per_class=config.per_class)
     config = config.replace(run_dir=str(run_dir), image_size=size, strategy=strategy)
-
-    keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = zoo.create_model(config.model, num_classes=data[3].num_classes, pretrained=config.pretrained,
-                                 input_shape=size, dropout=config.dropout, head_hidden=config.head_hidden)
+    data = _data(config, config.per_class)
+    model = _model(config, data[3].num_classes)
     with run.lock() if chief else contextlib.nullcontext():
+        summary = {"run_dir": str(run_dir), "model": zoo.entry_of(model).name, "recipe": config.recipe}
+        if config.baseline and config.pretrained is not False:
+            summary["knn_before_training"] = _knn_before_training(model, config, data)
         result = clock.finetune(model, data, config, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
-        entry = zoo.entry_of(result.model)
-        summary = {"run_dir": str(run_dir), "model": entry.name, "recipe": config.recipe,
-                   "test_accuracy": result.metrics.get("test_accuracy"), "seconds": None}
-        runs = [result.run_dir]
+        summary.update(test_accuracy=result.metrics.get("test_accuracy"), seconds=None)
+        runs, scratch = [], None
         if config.baseline:
-            summary["baseline"], baseline_dir = _baseline(clock, config, entry.arch, data, run_dir / "baseline",
-                                                          overwrite, verbose, resumed=result.resumed)
-            runs.insert(0, baseline_dir)
+            summary["baseline"], scratch = _baseline(clock, config, data, run_dir / "baseline", overwrite, verbose,
+                                                     resumed=result.resumed)
+            runs.append(scratch.run_dir)
+        if config.curve:
+            summary["curve"], curve_runs = _curve(clock, config, run_dir / "curve", overwrite, verbose)
+            runs += curve_runs
         summary["seconds"] = round(clock.seconds(), 1)
         if chief:
-            _report(run_dir, config, result, weight if config.pretrained is True else None, summary)
-        for done in runs:  # the baseline first: a run whose main part is finished is a finished job
+            _report(run_dir, config, result, weight if config.pretrained is True else None, summary, scratch)
+        for done in [*runs, result.run_dir]:  # the main run last: a run whose main part is finished is finished
             RunDir(done).finish()
     return summary
+
+
+def _knn_before_training(model, config: RunConfig, data) -> dict:
+    """kNN accuracy (DINO's, k=20) of the backbone's features on the new classes before any training: the
+    model's pretrained features against the same network's at random initialisation."""
+    import keras
+
+    import zoo
+    from zoo.represent.features import embedding_model
+    from zoo.represent.probes import knn_accuracy
+    from zoo.training.features import extract
+
+    keras.utils.set_random_seed(config.seed)
+    random = zoo.create_model(zoo.entry_of(model).arch, pretrained=False, input_shape=config.image_size)
+    scores = {}
+    for name, net in (("pretrained", embedding_model(model)), ("random init", random)):
+        train_x, train_y, _ = extract(net, data[0])
+        test_x, test_y, _ = extract(net, data[2])
+        scores[name] = knn_accuracy(train_x, train_y, test_x, test_y, k=min(20, len(train_y)))
+    log.info("kNN accuracy of the backbone's features before training: pretrained %.3f, random init %.3f",
+             scores["pretrained"], scores["random init"])
+    return scores
+
+
+def _data(config: RunConfig, per_class: int | None):
+    """The run's (train, val, test, info), with ``per_class`` labelled training examples per class."""
+    from zoo.data import load
+
+    return load(config.data, image_size=config.image_size, channels=resolve(config.model)[0].input_size[2],
+                batch_size=config.batch_size, augment=config.augment, shuffle=False, seed=config.seed,
+                classes=config.classes, per_class=per_class, test_fraction=config.test_fraction)
+
+
+def _model(config: RunConfig, num_classes: int, pretrained: bool | str | None = None):
+    """The run's model, seeded, in its strategy's scope (``pretrained``: None for the config's weights)."""
+    import keras
+
+    import zoo
+
+    keras.utils.set_random_seed(config.seed)
+    with config.strategy.scope():
+        return zoo.create_model(config.model, num_classes=num_classes,
+                                pretrained=config.pretrained if pretrained is None else pretrained,
+                                input_shape=config.image_size, dropout=config.dropout, head_hidden=config.head_hidden)
 
 
 class _Clock:
@@ -103,8 +145,8 @@ class _Clock:
         return time.monotonic() - self.started - self.in_finetune + self.runs
 
 
-def _baseline(clock: _Clock, config: RunConfig, arch: str, data, run_dir: Path, overwrite: bool, verbose,
-              resumed: bool) -> tuple[dict, str]:
+def _baseline(clock: _Clock, config: RunConfig, data, run_dir: Path, overwrite: bool, verbose,
+              resumed: bool) -> tuple[dict, object]:
     """The same network from scratch, at its own learning rate (lr_find), with the same budget. In a resumed
     job (``resumed``: the main run went on from its checkpoint), an unfinished baseline keeps the rate it
     started with."""
@@ -113,11 +155,7 @@ def _baseline(clock: _Clock, config: RunConfig, arch: str, data, run_dir: Path, 
     import zoo
     from zoo.runs import RunDir
 
-    keras.utils.set_random_seed(config.seed)
-    with config.strategy.scope():
-        model = zoo.create_model(arch, num_classes=data[3].num_classes, pretrained=False,
-                                 input_shape=config.image_size, dropout=config.dropout,
-                                 head_hidden=config.head_hidden)
+    model = _model(config, data[3].num_classes, pretrained=False)
     rate = _resumed_rate(RunDir(run_dir)) if resumed else None
     if rate is None:
         rate = zoo.lr_find(model, data[0], steps=60).suggestion
@@ -125,8 +163,28 @@ def _baseline(clock: _Clock, config: RunConfig, arch: str, data, run_dir: Path, 
     scratch = config.replace(recipe="full", learning_rate=rate, pretrained=False, baseline=False,
                              run_dir=str(run_dir))
     result = clock.finetune(model, data, scratch, run_dir=run_dir, overwrite=overwrite, verbose=verbose)
-    return {"model": arch, "recipe": "full", "learning_rate": rate,
-            "test_accuracy": result.metrics.get("test_accuracy")}, result.run_dir
+    return {"model": zoo.entry_of(model).arch, "recipe": "full", "learning_rate": rate,
+            "test_accuracy": result.metrics.get("test_accuracy")}, result
+
+
+def _curve(clock: _Clock, config: RunConfig, folder: Path, overwrite: bool, verbose) -> tuple[dict, list[str]]:
+    """Test accuracy against labelled examples per class (``CURVE``), fine-tuned as ``config`` says and from
+    scratch (at its own lr_find rate), each point a run of its own under ``folder``. The test split is the
+    same at every point: it is held out before the training examples are drawn."""
+    curve, runs = {"per_class": list(CURVE), "pretrained": [], "scratch": []}, []
+    for n in CURVE:
+        point = config.replace(per_class=n, baseline=False, curve=False, run_dir=str(folder / f"{n}_per_class"))
+        data = _data(config, n)
+        model = _model(config, data[3].num_classes)
+        result = clock.finetune(model, data, point, run_dir=point.run_dir, overwrite=overwrite, verbose=verbose)
+        summary, scratch = _baseline(clock, point, data, folder / f"{n}_scratch", overwrite, verbose,
+                                     resumed=result.resumed)
+        curve["pretrained"].append(result.metrics.get("test_accuracy"))
+        curve["scratch"].append(summary["test_accuracy"])
+        runs += [result.run_dir, scratch.run_dir]
+        log.info("%d labels per class: test accuracy %.3f pretrained, %.3f from scratch", n,
+                 curve["pretrained"][-1], curve["scratch"][-1])
+    return curve, runs
 
 
 def _resumed_rate(run) -> float | None:
@@ -141,13 +199,18 @@ def _resumed_rate(run) -> float | None:
         return None
 
 
-def _report(run_dir: Path, config: RunConfig, result, weight, summary) -> None:
+def _report(run_dir: Path, config: RunConfig, result, weight, summary, scratch) -> None:
+    from zoo.represent.pictures import plot_label_efficiency
     from zoo.runs import RunDir, confusion_report, plot_curves
     from zoo.training.loop import RUN_INFO
 
     run = RunDir(run_dir)
     if result.history:
-        plot_curves(result.history, run.file("curves.png"))
+        plot_curves(result.history, run.file("curves.png"), baseline=scratch.history if scratch else None)
+    if "curve" in summary:
+        curve = summary["curve"]
+        plot_label_efficiency(curve["per_class"], {"pretrained": curve["pretrained"], "from scratch": curve["scratch"]},
+                              run.file("label_efficiency.png"), f"{summary['model']} on {config.data}")
     split = next((s for s in ("test", "val") if s in result.evaluations), None)
     if split is not None:  # a dataset too small to hold out examples has neither
         scores = result.evaluations[split]
@@ -176,8 +239,18 @@ def _model_card(config, result, weight, metrics, summary) -> str:
         b = summary["baseline"]
         lines += [f"Baseline: `{b['model']}` from scratch, recipe `full`, learning rate {b['learning_rate']:.3g} "
                   f"(from lr_find), same epochs and data: test accuracy {b['test_accuracy']:.4f}.", ""]
-    lines += ["Reproduce: `keras-zoo finetune --config config.yaml --run-dir NEW_DIR`", "",
-              "Files: config.yaml, run.json, history.csv, metrics.json, model.keras, curves.png, confusion_matrix.png"]
+    if "knn_before_training" in summary:
+        knn = summary["knn_before_training"]
+        lines += [f"Before any training, the backbone's features classify the test set by kNN (k=20) with accuracy "
+                  f"{knn['pretrained']:.4f} pretrained, {knn['random init']:.4f} at random initialisation.", ""]
+    files = "config.yaml, run.json, history.csv, metrics.json, model.keras, curves.png, confusion_matrix.png"
+    if "curve" in summary:
+        curve = summary["curve"]
+        lines += ["| labels per class | pretrained | from scratch |", "|---|---|---|"]
+        lines += [f"| {n} | {a:.4f} | {b:.4f} |" for n, a, b in zip(curve["per_class"], curve["pretrained"],
+                                                                    curve["scratch"])] + [""]
+        files += ", label_efficiency.png"
+    lines += ["Reproduce: `keras-zoo finetune --config config.yaml --run-dir NEW_DIR`", "", f"Files: {files}"]
     return "\n".join(lines) + "\n"
 
 
@@ -210,5 +283,31 @@ def pretrain(out: str | Path, *, epochs: int = 30, seed: int = 0) -> tuple[Path,
     result = zoo.finetune(model, (train, val, test, info), recipe="full", epochs=epochs, learning_rate=3e-3,
                           patience=None, seed=seed, verbose=0)
     log.info("pretrained on digits %s: %s", PRETRAIN_CLASSES, result.metrics)
+    zoo.save_backbone_weights(model, out)
+    return out, file_hash(out)
+
+
+def pretrain_backbone(arch: str, data, out: str | Path, *, method: str = "simclr", epochs: int = 15, seed: int = 0,
+                      run_dir: str | None = None, image_size: tuple[int, int] | None = None,
+                      classes: list | None = None, overwrite: bool = False) -> tuple[Path, str]:
+    """Pretrain ``arch`` from random initialisation on ``data`` (``zoo.pretrain``: SimCLR or supervised) and
+    save its backbone to ``out``, for ``create_model(arch, pretrained=out)``. Returns (path, sha256).
+
+    Example:
+        >>> pretrain_backbone("resnet_tiny", "digits", "ssl.weights.h5", classes=[0, 1, 2, 3, 4])
+    """
+    import keras
+
+    import zoo
+    from zoo.weights import file_hash
+
+    out = Path(out)
+    if out.exists():
+        raise InvalidArgumentError(f"{out} exists: remove it first, or give another --out")
+    spec, _ = resolve(arch)
+    keras.utils.set_random_seed(seed)
+    model = zoo.create_model(spec.arch, pretrained=False, input_shape=tuple(image_size or spec.image_size(None)))
+    zoo.pretrain(model, data, method=method, epochs=epochs, seed=seed, run_dir=run_dir, overwrite=overwrite,
+                 data_options={"classes": classes})
     zoo.save_backbone_weights(model, out)
     return out, file_hash(out)

@@ -358,23 +358,27 @@ def _plain(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch (train and validation), with phase changes marked."""
+def plot_curves(history: list[dict], path: Path, baseline: list[dict] | None = None) -> None:
+    """Loss and accuracy per epoch (train and validation), with phase changes marked; with ``baseline`` (the
+    history of the same network trained from scratch) its curves beside the run's, in grey."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend and figures stay as they are
 
-    epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(10, 4), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
-            if any(key in row for row in history):
-                ax.plot(epochs, [row.get(key, np.nan) for row in history], style, marker="o", label=key)
+        lines = ((history, None, "this run: " if baseline else ""), (baseline or [], "grey", "from scratch: "))
+        for rows, colour, name in lines:
+            epochs = [row["epoch"] for row in rows]
+            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+                if any(key in row for row in rows):
+                    ax.plot(epochs, [row.get(key, np.nan) for row in rows], style, marker="o", markersize=4,
+                            color=colour, label=name + key)
         for before, row in zip(history, history[1:]):
             if row["phase"] != before["phase"]:
                 ax.axvline(row["epoch"] - 0.5, color="grey", linewidth=0.8)
                 ax.text(row["epoch"] - 0.4, ax.get_ylim()[1], row["phase"], va="top", fontsize=8)
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (phase '{history[0]['phase']}' first)")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+            ax.legend(fontsize=8)
     atomic_save(path, fig.savefig)
 
 

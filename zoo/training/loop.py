@@ -53,10 +53,10 @@ Extractor = Callable[[keras.Model, tf.data.Dataset], tuple[np.ndarray, np.ndarra
 # Options left out of a run's fingerprint (every other FinetuneConfig / RunConfig field is in it): tensorboard
 # only adds logs; strategy counts by its effect, the number of replicas (which, with batch_size, learning_rate
 # and lr_scaling, fixes the batch plan), so "auto" resumes on another machine with as many devices; run_dir is
-# where the run is, not what it is; baseline is another run, in its own directory; model, pretrained and data
-# count as what they resolved to (the catalog entry and its weights, the data source, its classes and
-# per-split counts), so the same folder given by another relative path is no change.
-UNFINGERPRINTED = ("tensorboard", "strategy", "run_dir", "baseline", "model", "pretrained", "data")
+# where the run is, not what it is; baseline and curve are other runs, in their own directories; model,
+# pretrained and data count as what they resolved to (the catalog entry and its weights, the data source, its
+# classes and per-split counts), so the same folder given by another relative path is no change.
+UNFINGERPRINTED = ("tensorboard", "strategy", "run_dir", "baseline", "curve", "model", "pretrained", "data")
 
 
 class TrainingDivergedError(ZooError):
