@@ -5,7 +5,8 @@ random initialisation: kNN (DINO's, k=20) and a linear probe on frozen features,
 with 5 per class, then a fine-tune (the bundled task's recipe: full, 20 epochs) at 2 and 5 labels per class.
 Digits 5-9 are split once (seed 0): 10% validation, 50% test (about 450 images), the rest for training.
 
-    python scripts/transfer_table.py supervised=zoo/pretrained/resnet_tiny_digits.weights.h5 simclr=ssl.weights.h5
+    python scripts/transfer_table.py supervised=zoo/pretrained/resnet_tiny_digits.weights.h5 \\
+        simclr=zoo/pretrained/resnet_tiny_simclr_digits.weights.h5
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def frozen_scores(features, labels, k: int = 20) -> list[float]:
     """kNN and linear-probe test accuracy with all training labels and with 5 per class."""
     import zoo
 
-    (train_x, train_y), (test_x, test_y) = features, labels
+    (train_x, test_x), (train_y, test_y) = features, labels
     few = np.concatenate([np.flatnonzero(train_y == c)[:5] for c in np.unique(train_y)])
     scores = []
     for x, y in ((train_x, train_y), (train_x[few], train_y[few])):

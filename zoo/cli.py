@@ -251,8 +251,7 @@ def cmd_evaluate(args) -> int:
     same = args.data is None or args.data == config.data
     _, val, test, info = load(args.data or config.data, image_size=tuple(model.input_shape[1:3]),
                               channels=model.input_shape[3], batch_size=config.batch_size, shuffle=False,
-                              seed=config.seed, classes=config.classes if same else None,
-                              per_class=config.per_class if same else None)
+                              **(config.split() if same else {"seed": config.seed}))
     if info.num_classes != model.output.shape[-1]:
         raise ZooError(f"the data has {info.num_classes} classes but the model predicts "
                        f"{model.output.shape[-1]}: give data with the run's classes")

@@ -41,7 +41,7 @@ OBJECTIVES = {"val_accuracy": "max", "val_loss": "min", "accuracy": "max", "loss
 # the representation tools (zoo.represent)
 PRETRAIN_METHODS = ("supervised", "simclr")
 SALIENCY_METHODS = ("auto", "gradcam", "attention_rollout", "integrated_gradients")  # auto: by the model's kind
-EMBEDDING_MAPS = ("tsne", "umap")
+EMBEDDING_MAPS = {"tsne": "t-SNE", "umap": "UMAP"}  # option: the name in a picture
 
 Positive = Annotated[int, pydantic.Strict(), pydantic.Field(ge=1)]  # strict: True is not a batch size
 Rate = Annotated[float, pydantic.Field(gt=0)]
@@ -193,6 +193,11 @@ class RunConfig(FinetuneConfig):
         for name in ("model", "data"):
             if not getattr(self, name).strip():
                 raise InvalidArgumentError(f"{where}: {name} must not be empty ({_help(type(self), name)})")
+
+    def split(self) -> dict:
+        """The options of ``zoo.data.load`` that choose this run's examples (every command reads the same)."""
+        return {"classes": self.classes, "per_class": self.per_class, "test_fraction": self.test_fraction,
+                "seed": self.seed}
 
     def as_dict(self, plain: bool = True) -> dict:
         values = super().as_dict(plain)

@@ -107,8 +107,8 @@ def _data(config: RunConfig, per_class: int | None):
     from zoo.data import load
 
     return load(config.data, image_size=config.image_size, channels=resolve(config.model)[0].input_size[2],
-                batch_size=config.batch_size, augment=config.augment, shuffle=False, seed=config.seed,
-                classes=config.classes, per_class=per_class, test_fraction=config.test_fraction)
+                batch_size=config.batch_size, augment=config.augment, shuffle=False,
+                **{**config.split(), "per_class": per_class})
 
 
 def _model(config: RunConfig, num_classes: int, pretrained: bool | str | None = None):
@@ -290,13 +290,16 @@ def pretrain(out: str | Path, *, epochs: int = 30, seed: int = 0) -> tuple[Path,
 def pretrain_backbone(arch: str, data, out: str | Path, *, method: str = "simclr", epochs: int = 15, seed: int = 0,
                       run_dir: str | None = None, image_size: tuple[int, int] | None = None,
                       classes: list | None = None, overwrite: bool = False) -> tuple[Path, str]:
-    """Pretrain ``arch`` from random initialisation on ``data`` (``zoo.pretrain``: SimCLR or supervised) and
-    save its backbone to ``out``, for ``create_model(arch, pretrained=out)``. Returns (path, sha256).
+    """Pretrain ``arch`` from random initialisation on ``data`` (``zoo.pretrain``: SimCLR or supervised;
+    seeded, deterministic ops) and save its backbone to ``out``, for ``create_model(arch, pretrained=out)``.
+    Returns (path, sha256). The bundled ``resnet_tiny.simclr_digits`` is ``pretrain_backbone("resnet_tiny",
+    "digits", OUT, epochs=30, image_size=(16, 16), classes=[0, 1, 2, 3, 4])``.
 
     Example:
         >>> pretrain_backbone("resnet_tiny", "digits", "ssl.weights.h5", classes=[0, 1, 2, 3, 4])
     """
     import keras
+    import tensorflow as tf
 
     import zoo
     from zoo.weights import file_hash
@@ -305,6 +308,7 @@ def pretrain_backbone(arch: str, data, out: str | Path, *, method: str = "simclr
     if out.exists():
         raise InvalidArgumentError(f"{out} exists: remove it first, or give another --out")
     spec, _ = resolve(arch)
+    tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)
     model = zoo.create_model(spec.arch, pretrained=False, input_shape=tuple(image_size or spec.image_size(None)))
     zoo.pretrain(model, data, method=method, epochs=epochs, seed=seed, run_dir=run_dir, overwrite=overwrite,

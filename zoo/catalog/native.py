@@ -35,12 +35,20 @@ register(ModelSpec(
     arch="resnet_tiny", family="resnet", builder=RESNET, input_size=(32, 32, 3), preprocessing="rescale",
     builder_kwargs={"depths": (2, 2, 2), "widths": (32, 64, 128), "block": "basic", "stem": "small"},
     stages=_resnet_stages((2, 2, 2), (1, 2, 4)), first_conv="stem_conv", min_input_size=8,
-    weights=(WeightSpec(
-        tag="digits", file_name="resnet_tiny_digits.weights.h5", bundled=True,
-        file_hash="f68368cf8948286bce240ac2d11f4726583ce3e1275c792027e325b3e51854cc",
-        dataset="scikit-learn digits 0-4", num_classes=5, input_size=(16, 16),
-        license="BSD-3-Clause (scikit-learn's digits data); Apache-2.0 (weights)",
-        description="pretrained by keras-zoo itself: `keras-zoo pretrain` (seeded), 30 epochs, 16x16 inputs"),),
+    weights=(
+        WeightSpec(
+            tag="digits", file_name="resnet_tiny_digits.weights.h5", bundled=True,
+            file_hash="f68368cf8948286bce240ac2d11f4726583ce3e1275c792027e325b3e51854cc",
+            dataset="scikit-learn digits 0-4", num_classes=5, input_size=(16, 16),
+            license="BSD-3-Clause (scikit-learn's digits data); Apache-2.0 (weights)",
+            description="pretrained by keras-zoo itself: `keras-zoo pretrain` (seeded), 30 epochs, 16x16 inputs"),
+        WeightSpec(
+            tag="simclr_digits", file_name="resnet_tiny_simclr_digits.weights.h5", bundled=True,
+            file_hash="30057c30ff6c3214d4a0da6c9f6e5cf66aa9f52bd93a9d78be40ee23799211a6",
+            dataset="scikit-learn digits 0-4, labels unused", input_size=(16, 16),
+            license="BSD-3-Clause (scikit-learn's digits data); Apache-2.0 (weights)",
+            description="self-supervised by keras-zoo itself (seeded): `keras-zoo pretrain --method simclr "
+                        "--model resnet_tiny --classes 0,1,2,3,4 --image-size 16,16 --epochs 30`")),
     description="ResNet for 32x32 images: 3x3 stem, no max-pool, basic blocks [2, 2, 2] of widths 32-64-128 "
                 "(0.7M params)."))
 for arch, depths, block, params in [("resnet18", (2, 2, 2, 2), "basic", "11.7M"),

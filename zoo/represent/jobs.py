@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.config import EMBEDDING_MAPS
 from zoo.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def embed_job(model_name: str, data: str, *, out: str, split: str = "test", laye
     if plot:
         picture = Path(out).with_suffix(f".{plot}.png")
         plot_embedding(emb.features, emb.labels, emb.class_names, picture, method=plot,
-                       title=f"{plot} of {label} features on {data} ({split})")
+                       title=f"{EMBEDDING_MAPS[plot]} of {label} features on {data} ({split})")
         lines.append(f"map: {picture}")
     if projector:
         write_projector(emb.features, emb.labels, emb.class_names, projector)

@@ -64,7 +64,7 @@ def plot_embedding(features: np.ndarray, labels: np.ndarray, class_names: Sequen
             ax.annotate(names[c], xy[at].mean(axis=0), fontsize=7, ha="center")
     if n <= 20:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
-    ax.set(title=title or f"{method} of {len(labels)} embeddings", xticks=[], yticks=[])
+    ax.set(title=title or f"{EMBEDDING_MAPS[method]} of {len(labels)} embeddings", xticks=[], yticks=[])
     return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100))
 
 

@@ -294,8 +294,10 @@ class _Finetune:
         seed = config.seed * 101 + index if config.shuffle else None
         optimizer = make_optimizer(config.optimizer, self.learning_rate(phase, steps), multipliers=multipliers)
         target.compile(optimizer=optimizer, loss=loss_for(model), metrics=["accuracy"], jit_compile=config.jit_compile)
+        # Built before fit: otherwise the first train step creates the slots while tracing, and TensorFlow
+        # traces it again without them (about a second of a small model's first epoch on a CPU).
+        target.optimizer.build(target.trainable_variables)
         if resumed is not None and state.phase_epoch > 0 and resumed.get("optimizer"):
-            target.optimizer.build(target.trainable_variables)
             for variable, value in zip(target.optimizer.variables, resumed["optimizer"]):
                 variable.assign(value)
         state.phase_index = index

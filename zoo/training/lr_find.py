@@ -52,6 +52,7 @@ class _Sweep(keras.callbacks.Callback):
         self.lrs, self.losses, self.avg, self.best = [], [], 0.0, math.inf
 
     def on_train_batch_begin(self, batch, logs=None):
+        self.model.reset_metrics()  # logs["loss"] is then this batch's loss, not the epoch's running mean
         self.model.optimizer.learning_rate.assign(self.start * self.factor ** len(self.lrs))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -77,10 +78,10 @@ def lr_find(model: keras.Model, data, *, start: float = 1e-7, end: float = 10.0,
         raise InvalidArgumentError(f"lr_find needs steps >= 3 (it follows the loss over the steps), got {steps!r}")
     saved = model.get_weights()
     sweep = _Sweep(start, end, steps)
-    model.compile(optimizer=make_optimizer(optimizer, start),
-                  loss=loss_for(model))
-    epochs = math.ceil(steps / max(1, int(data.cardinality()))) if int(data.cardinality()) > 0 else 1
-    model.fit(data, epochs=epochs, callbacks=[sweep], shuffle=False, verbose=0)
+    model.compile(optimizer=make_optimizer(optimizer, start), loss=loss_for(model))
+    model.optimizer.build(model.trainable_variables)  # before fit: one trace of the train step, not two
+    # one epoch of `steps` batches, the data repeated as needed: a small dataset is not dozens of short epochs
+    model.fit(data.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[sweep], shuffle=False, verbose=0)
     model.set_weights(saved)
     if len(sweep.losses) < 3:
         raise InvalidArgumentError("lr_find needs at least 3 batches: give more data or more steps")
