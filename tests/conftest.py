@@ -2,10 +2,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_ZOO_OFFLINE", "1")  # tests never touch the network
-# pytest runs two worker processes (-n 2) on two cores, and tests start subprocesses: one thread each for
-# TensorFlow's and the BLAS libraries' pools, so that they take turns instead of preempting each other.
-for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
 
 
 # Shared by the fine-tuning and fault tests; TensorFlow is imported only when they are called.
