@@ -200,6 +200,33 @@ def test_folder_reads_every_format_and_nested_files(folder):
     assert np.allclose(means, [10, 30, 50, 60, 90, 120, 200, 250], atol=2)  # alpha dropped, gray repeated
 
 
+def test_large_jpegs_decode_at_reduced_scale_like_pillow_draft_and_predict_reads_the_same_pixels(tmp_path):
+    """A photo far larger than the input decodes at 1/2-1/8 scale (JPEG DCT scaling, as Pillow's
+    ``draft``), then resizes, held in memory or not; ``read_image`` (predict, explain) gives exactly what
+    training sees."""
+    from zoo.data import read_image
+
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"a": (1200, 1000), "b": (700, 1300)}.items():
+        smooth = Image.fromarray(rng.integers(0, 256, (h // 100, w // 100, 3), dtype=np.uint8))
+        grain = rng.integers(-40, 40, (h, w, 3))  # fine detail: a full decode resized would alias it
+        photo = np.clip(np.asarray(smooth.resize((w, h), Image.BICUBIC)) + grain, 0, 255)
+        save(tmp_path / name / "photo.jpg", photo)
+    train, _, _, _ = load(tmp_path, image_size=(100, 80), val_fraction=0, test_fraction=0, shuffle=False)
+    x, _ = epoch(train)  # decoded once, while the files are checked, and held in memory
+    streamed, _, _, _ = load(tmp_path, image_size=(100, 80), val_fraction=0, test_fraction=0, shuffle=False,
+                             cache=False)  # decoded every epoch
+    assert np.array_equal(epoch(streamed)[0], x)
+    for got, name, reduced in zip(x, "ab", [(150, 125), (175, 325)]):  # 1/8 and 1/4 scale
+        with Image.open(tmp_path / name / "photo.jpg") as im:
+            im.draft("RGB", (80, 100))  # the smallest DCT scale still at least (w, h) = (80, 100)
+            scaled = np.asarray(im.convert("RGB"), np.float32)
+        assert scaled.shape[:2] == reduced
+        want = tf.image.resize(scaled, (100, 80)).numpy()
+        assert np.abs(got - np.round(want)).max() <= 2  # the same decode (libjpeg rounding aside)
+        assert np.array_equal(read_image(str(tmp_path / name / "photo.jpg"), (100, 80), 3), got)
+
+
 def test_folder_split_into_three_disjoint_parts(tmp_path):
     for c in range(3):
         for i in range(10):
@@ -208,6 +235,11 @@ def test_folder_split_into_three_disjoint_parts(tmp_path):
     ids = [ids_of(d) for d in (train, val, test)]
     assert sorted(np.concatenate(ids)) == list(range(30)) and [len(i) for i in ids] == [18, 6, 6]
     assert info.channels == 1  # all grayscale: kept so
+    for cache in (True, False):  # with the size given: decoded while checked and held in memory, or streamed
+        *splits, info = load(tmp_path, val_fraction=0.2, test_fraction=0.2, image_size=4, channels=3, cache=cache)
+        assert [ids_of(d).tolist() for d in splits] == [i.tolist() for i in ids] and info.channels == 3
+        for x, y in map(epoch, splits):
+            assert np.array_equal(x[:, 0, 0, 0] // 10, y)  # each image keeps its label
 
 
 def test_model_turns_grayscale_into_rgb_and_rgb_into_luminance(tmp_path):

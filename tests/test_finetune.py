@@ -179,17 +179,34 @@ def test_lora_refuses_a_model_it_cannot_adapt():
 
 
 def test_cached_and_uncached_head_training_agree():
+    from zoo.training.features import extract
+
     train, val = datasets()
-    results = []
+    test = val.take(2)
+    results, extracted = [], []
+
+    def counting(features, dataset):  # the backbone's passes over the data: train, val and test once each
+        extracted.append(int(dataset.cardinality()))
+        return extract(features, dataset)
+
     for cache in (True, False):
         model = tiny_model()
-        result = zoo.finetune(model, (train, val), recipe="linear_probe", epochs=3, cache_features=cache,
-                              shuffle=False, patience=None, verbose=0)
-        results.append((result.model.get_layer("head").get_weights(), [h["loss"] for h in result.history]))
-    (cached_w, cached_loss), (plain_w, plain_loss) = results
+        result = zoo.finetune(model, (train, val, test), recipe="linear_probe", epochs=3, cache_features=cache,
+                              shuffle=False, patience=None, verbose=0, extractor=counting)
+        results.append((result.model.get_layer("head").get_weights(), [h["loss"] for h in result.history],
+                        result.metrics))
+        outputs = result.model.predict(test, verbose=0)  # the final evaluation, through the whole model
+        labels = np.concatenate([y for _, y in test])
+        np.testing.assert_array_equal(result.evaluations["test"].predicted, outputs.argmax(-1))
+        np.testing.assert_array_equal(result.evaluations["test"].labels, labels)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, outputs)
+        assert result.metrics["test_loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert extracted == [6, 3, 2]  # batches of train, val, test: cached once, none when not cached
+    (cached_w, cached_loss, cached_m), (plain_w, plain_loss, plain_m) = results
     for a, b in zip(cached_w, plain_w):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(cached_loss, plain_loss, rtol=1e-4)
+    assert cached_m == pytest.approx(plain_m, rel=1e-4)
 
 
 def test_two_phase_trains_the_head_then_the_top_blocks():
@@ -394,3 +411,45 @@ def test_early_stopping_is_announced_and_keeps_the_best_weights(capsys):
                           lr_schedule="constant", warmup=0.0, verbose=2)
     assert len(result.history) == 2 and result.history[0]["val_loss"] <= result.history[1]["val_loss"]
     assert "Epoch 2: early stopping" in capsys.readouterr().out
+
+
+def test_callbacks_are_called_in_every_phase_after_the_checkpoint_is_written(tmp_path):
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(("phase", self.model.name))
+
+        def on_epoch_end(self, epoch, logs=None):
+            state = json.loads((tmp_path / "run" / "state.json").read_text())
+            seen.append((epoch, len(state["history"])))
+
+    zoo.finetune(tiny_model(), datasets(), recipe="two_phase", epochs=3, blocks=2, patience=None, verbose=0,
+                 cache_features=True, run_dir=tmp_path / "run", callbacks=[Record()])
+    assert seen == [("phase", "tiny_head"), (0, 1), ("phase", "tiny"), (0, 2), (1, 3)]  # epochs count per phase
+
+
+def test_precise_batchnorm_sets_moving_statistics_to_the_mean_of_the_batch_statistics():
+    from zoo.training.bn import recalibrate_batchnorm
+
+    keras.utils.set_random_seed(0)
+    dense, bn, frozen = keras.layers.Dense(3), keras.layers.BatchNormalization(momentum=0.9), \
+        keras.layers.BatchNormalization()
+    model = keras.Sequential([keras.Input((4,)), dense, bn, frozen])
+    frozen.trainable = False
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 5.0):  # twice: the second call reuses the traced pass, on other data
+        x = (rng.normal(size=(20, 4)) * scale + scale).astype("float32")
+        batches = tf.data.Dataset.from_tensor_slices((x, np.zeros(20))).batch(8)  # 8, 8 and 4
+        assert recalibrate_batchnorm(model, batches) == 1
+        h = [dense(x[i:i + 8]).numpy() for i in (0, 8, 16)]
+        np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean(0) for b in h], 0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var(0) for b in h], 0), rtol=1e-4)
+        assert bn.momentum == 0.9 and np.array_equal(frozen.moving_mean.numpy(), np.zeros(3))
+
+
+@pytest.mark.parametrize("setting, compiled", [("auto", False), (True, True)])
+def test_xla_is_off_on_a_cpu_unless_asked_for(setting, compiled):
+    assert not tf.config.list_logical_devices("GPU")  # this suite runs on CPUs
+    result = zoo.finetune(tiny_model(), datasets(), recipe="full", epochs=1, jit_compile=setting, verbose=0)
+    assert result.model.jit_compile is compiled

@@ -13,6 +13,7 @@ Sources: ``"digits"`` (scikit-learn's bundled 8x8 digits: real data, no network)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
@@ -80,7 +81,7 @@ class _Source:
     parts: dict[str, _Part]  # "train", plus "validation" and "test" where the source has them
     class_names: tuple[str, ...] | None  # None: numbered from the labels
     shape: tuple  # (height, width, channels) of the raw images; None where it varies
-    decode: Callable[[tf.Tensor], tf.Tensor] | None = None  # raw element -> image
+    decode: Callable[[tf.Tensor, tuple[int, int]], tf.Tensor] | None = None  # raw element, size -> image
     paths: np.ndarray | None = None  # files, each decoded once up front to weed out bad ones
 
 
@@ -114,7 +115,10 @@ def load(
     examples per class. ``augment`` ("light", "strong") changes the training split only.
     ``splits`` names tfds splits for (train, validation, test), e.g.
     ``("train[:80%]", "train[80%:90%]", "train[90%:]")``. Files that do not decode are skipped
-    with a warning, or refused with ``strict=True``. A ``tf.data.Dataset`` source must yield the
+    with a warning, or refused with ``strict=True``. Where the size is known (``model=`` or ``image_size``),
+    a folder's files are decoded once, while they are checked, and held in memory as uint8 at that size
+    (a JPEG much larger than it decodes at 1/2 to 1/8 scale); ``cache=False`` decodes them every epoch
+    instead (data larger than memory). A ``tf.data.Dataset`` source must yield the
     same order on every pass (no reshuffling): its splits are cut by position.
 
         train, val, test, info = load("tfds:tf_flowers", model=model, batch_size=32)
@@ -136,17 +140,25 @@ def load(
     ids = _class_ids(src, names, classes)
     chosen = _choose(src, ids, len(names), val_fraction, test_fraction, seed, per_class)
     skipped: tuple[str, ...] = ()
+    decode, held = src.decode, False  # held: the files are decoded, in memory (a cache would copy them)
     if src.paths is not None:
-        chosen, skipped = _drop_undecodable(src, chosen, strict)
+        early = None  # what files decode to, where known before they are read: then the check reads them for good
+        if cache:
+            with contextlib.suppress(DataError, InvalidArgumentError):  # the files decide: asked again below
+                early = _target(src, model, image_size, channels)
+        early = early if early and early[1] in (1, 3) else None
+        chosen, skipped, images = _drop_undecodable(src, chosen, strict, early and _preparer(decode, None, *early))
+        if images is not None and _target(src, model, image_size, channels) == early:  # the channels held
+            chosen, decode, held = _in_memory(chosen, images), None, True
     size, channels = _target(src, model, image_size, channels)
     label_map = None
     if not np.array_equal(ids, np.arange(len(names))):  # a subset, or a new order
         label_map = np.full(len(names), -1, np.int32)
         label_map[ids] = np.arange(len(ids))
-    prepare = _preparer(src.decode, label_map, size, channels)
+    prepare = _preparer(decode, label_map, size, channels)
     layers = _augmentation(augment, seed)
     datasets = [
-        _pipeline(*chosen[split], prepare, train=split == "train", shuffle=shuffle, cache=cache,
+        _pipeline(*chosen[split], prepare, train=split == "train", shuffle=shuffle, cache=cache and not held,
                   seed=seed, batch_size=batch_size, layers=layers)
         for split in SPLITS
     ]
@@ -258,7 +270,7 @@ def _array_part(x: Any, y: Any) -> tuple[_Part, tuple]:
     return _slices_part(x, y), x.shape[1:]
 
 
-def _slices_part(x: np.ndarray, y: np.ndarray) -> _Part:
+def _slices_part(x: np.ndarray | tf.Tensor, y: np.ndarray) -> _Part:
     """A part held in memory: images (or file paths) ``x`` and labels ``y``."""
 
     def select(idx: np.ndarray | None) -> tf.data.Dataset:
@@ -370,12 +382,25 @@ def _folder(root: Path) -> _Source:
                    decode=_decode_file, paths=np.array(paths))
 
 
-def _decode_file(path: tf.Tensor) -> tf.Tensor:
-    return tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+def _decode_file(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """A file's pixels as uint8. A JPEG at least twice ``size`` on both sides decodes at 1/2, 1/4 or
+    1/8 scale (JPEG DCT scaling: a camera photo decodes several times faster), never below ``size``;
+    the resize that follows does the rest."""
+    data = tf.io.read_file(path)
+
+    def jpeg() -> tf.Tensor:
+        scale = tf.reduce_min(tf.io.extract_jpeg_shape(data)[:2] // size)  # how many times too big
+        step = tf.reduce_sum(tf.cast(scale >= [2, 4, 8], tf.int32))  # ratio 2**step
+        return tf.switch_case(step, [lambda r=r: tf.io.decode_jpeg(data, ratio=r) for r in (1, 2, 4, 8)])
+
+    def other() -> tf.Tensor:
+        return tf.io.decode_image(data, expand_animations=False)
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
 
 def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndarray:
-    """One image file as the model takes it: 0-255 float32, resized, channels fixed.
+    """One image file as the model takes it: 0-255 float32, decoded and resized as in ``load``.
 
     Example:
         >>> read_image("cat.jpg", (224, 224), 3).shape
@@ -383,20 +408,23 @@ def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndar
     """
     if not Path(path).is_file():
         raise DataError(f"no such image file: {path}")
+    prepare = _preparer(_decode_file, None, tuple(image_size), channels)
     try:
-        image = _decode_file(tf.constant(str(path)))
+        image, _ = prepare(tf.constant(str(path)), tf.constant(0))
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
         raise DataError(f"cannot read {path}: it is not a PNG, JPEG, BMP, GIF or WebP image") from e
-    image = _to_channels(image, channels)
-    return tf.image.resize(tf.cast(image, tf.float32), image_size).numpy()
+    return tf.cast(image, tf.float32).numpy()
 
 
-def _checked_shape(path: tf.Tensor) -> tf.Tensor:
+def _checked_shape(path: tf.Tensor, decode_jpeg: bool = True) -> tf.Tensor:
     """The (height, width, channels) of a file that decodes; an error otherwise. A JPEG is decoded
-    at 1/8 scale: every byte is still read by the same decoder, at a quarter of the cost."""
+    at 1/8 scale (every byte is still read by the same decoder, at a quarter of the cost), or with
+    ``decode_jpeg=False`` only its header is read (the caller decodes it)."""
     data = tf.io.read_file(path)
 
     def jpeg() -> tf.Tensor:
+        if not decode_jpeg:
+            return tf.io.extract_jpeg_shape(data)
         with tf.control_dependencies([tf.io.decode_jpeg(data, ratio=8)]):
             return tf.io.extract_jpeg_shape(data)
 
@@ -507,18 +535,23 @@ def _per_class(idx: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def _drop_undecodable(
-    src: _Source, chosen: dict[str, tuple[_Part, np.ndarray]], strict: bool
-) -> tuple[dict[str, tuple[_Part, np.ndarray]], tuple[str, ...]]:
+    src: _Source, chosen: dict[str, tuple[_Part, np.ndarray]], strict: bool, prepare: Callable | None = None
+) -> tuple[dict[str, tuple[_Part, np.ndarray]], tuple[str, ...], tf.Tensor | None]:
     """Decode each chosen file once, with the pipeline's own decoder, so that none fails mid-epoch;
-    learn the images' common size and channels on the way."""
+    learn the images' common size and channels on the way. With ``prepare`` (the pipeline's per-example
+    map), also return what it makes of every good file, in order: the images, decoded once."""
     every = np.unique(np.concatenate([idx for _, idx in chosen.values()]))
     ds = tf.data.Dataset.from_tensor_slices(src.paths[every]).enumerate()
-    ds = ds.map(lambda i, path: (i, _checked_shape(path)), num_parallel_calls=AUTOTUNE)
-    found = [*ds.ignore_errors().batch(4096).as_numpy_iterator()]
-    good = every[np.concatenate([np.zeros(0, np.int64), *(i for i, _ in found)])]
+    if prepare is None:
+        ds = ds.map(lambda i, path: (i, _checked_shape(path), 0), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(lambda i, path: (i, _checked_shape(path, decode_jpeg=False), prepare(path, 0)[0]),
+                    num_parallel_calls=AUTOTUNE)
+    found = [*ds.ignore_errors().batch(256)]
+    good = every[np.concatenate([np.zeros(0, np.int64), *(i.numpy() for i, _, _ in found)])]
     if not len(good):
         raise DataError(f"no file in {src.name} decodes as an image ({FORMATS})")
-    shapes = np.concatenate([s for _, s in found])
+    shapes = np.concatenate([s.numpy() for _, s, _ in found])
     src.shape = tuple(int(col[0]) if len(set(col)) == 1 else None for col in shapes.T)
     skipped = tuple(src.paths[np.setdiff1d(every, good)])
     if skipped:
@@ -527,7 +560,17 @@ def _drop_undecodable(
         if strict:
             raise DataError(f"{message}; remove them, or leave strict=False to skip them")
         warnings.warn(f"{message}; skipped them (strict=True refuses them)", stacklevel=3)
-    return {s: (part, idx[np.isin(idx, good)]) for s, (part, idx) in chosen.items()}, skipped
+    images = None if prepare is None else tf.concat([x for _, _, x in found], 0)  # one copy, TensorFlow's
+    kept = {s: (part, idx[np.isin(idx, good)]) for s, (part, idx) in chosen.items()}
+    return kept, skipped, images
+
+
+def _in_memory(chosen: dict[str, tuple[_Part, np.ndarray]], images: tf.Tensor) -> dict[str, tuple[_Part, None]]:
+    """The splits of a folder read from ``images``, the decoded good files of every split in path order."""
+    good = np.unique(np.concatenate([idx for _, idx in chosen.values()]))
+    labels = next(iter(chosen.values()))[0].labels  # a folder has one part; every split is cut from it
+    return {s: (_slices_part(tf.gather(images, np.searchsorted(good, idx)), labels[idx]), None)
+            for s, (_, idx) in chosen.items()}
 
 
 # Matching the model ------------------------------------------------------------------------
@@ -591,7 +634,7 @@ def _preparer(
     """The per-example map: decode, fix channels, resize. uint8 images stay uint8 (4x less to cache)."""
 
     def prepare(raw: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = decode(raw) if decode else raw
+        image = decode(raw, size) if decode else raw
         image = _to_channels(image, channels)
         if tuple(image.shape[:2]) != size:
             resized = tf.image.resize(image, size)

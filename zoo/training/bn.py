@@ -10,9 +10,16 @@ Example:
 """
 from __future__ import annotations
 
+import weakref
+
 import keras
+import tensorflow as tf
 
 from zoo import compat
+
+# Per model: the BatchNorm layers recalibrated, the variable that stands in for their momentum while they are,
+# and the traced forward pass (traced once, not once a call: a new set of trainable layers traces it again).
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def recalibrate_batchnorm(model: keras.Model, dataset, max_batches: int = 200) -> int:
@@ -22,12 +29,21 @@ def recalibrate_batchnorm(model: keras.Model, dataset, max_batches: int = 200) -
               if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     if not layers:
         return 0
+    traced = _TRACED.get(model)
+    if traced is None or traced[0] != layers:
+        # BatchNorm reads its momentum when called: a variable there is read by the graph at each run
+        weight = tf.Variable(0.0, trainable=False)
+        net = weakref.ref(model)  # the cache must not keep the model alive
+        traced = layers, weight, tf.function(lambda images: net()(images, training=True), reduce_retracing=True)
+        _TRACED[model] = traced
+    _, weight, forward = traced
     momentum = [layer.momentum for layer in layers]
     try:
+        for layer in layers:
+            layer.momentum = weight
         for i, (images, _) in enumerate(dataset.take(max_batches), start=1):
-            for layer in layers:  # moving = moving * (i-1)/i + batch / i: the running mean over batches
-                layer.momentum = (i - 1) / i
-            model(images, training=True)
+            weight.assign((i - 1) / i)  # moving = moving * (i-1)/i + batch / i: the running mean over batches
+            forward(images)
     finally:
         for layer, m in zip(layers, momentum):
             layer.momentum = m

@@ -55,6 +55,10 @@ def extract(features: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray, int
     and the dataset's batch size (so the head trains on batches of the same size)."""
     xs, ys = [], []
     for images, labels in dataset:
-        xs.append(np.asarray(features.predict_on_batch(images)))  # a compiled graph, not eager calls
+        images = np.asarray(images)
+        n = len(images)
+        if xs and n < len(xs[0]):  # a short last batch, padded: the backbone's graph is traced once, not twice
+            images = np.concatenate([images, np.zeros((len(xs[0]) - n, *images.shape[1:]), images.dtype)])
+        xs.append(np.asarray(features.predict_on_batch(images))[:n])  # a compiled graph, not eager calls
         ys.append(np.asarray(labels))
     return np.concatenate(xs), np.concatenate(ys), len(xs[0])

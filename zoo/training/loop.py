@@ -89,6 +89,7 @@ def finetune(
     verbose: int | str = "auto",
     extractor: Extractor | None = None,
     finish: bool = True,
+    callbacks: list[keras.callbacks.Callback] | None = None,
     **options,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` as ``config`` (or its fields given as keyword arguments) says.
@@ -113,6 +114,9 @@ def finetune(
         finish: mark the run finished at the end. ``False`` leaves that to the caller (``RunDir.finish()``,
             after its own reports): until then a call with the same arguments re-evaluates the best weights
             and returns, without training.
+        callbacks: more Keras callbacks, given to each phase's ``fit`` after the checkpoint callback (a
+            phase that trains the head on cached features fits, and shows them, the head model, a whole epoch per
+            graph call: their batch hooks run once an epoch there).
 
     A model built outside the strategy's scope, or with ``mixed_precision``, is trained as a copy
     (``result.model``). Example:
@@ -129,7 +133,7 @@ def finetune(
         verbose = 1 if sys.stdout.isatty() else 2
     with memory.released():
         return _Finetune(model, data, config, data_options or {}, run_dir, overwrite, verbose,
-                         extractor or extract, finish).run()
+                         extractor or extract, finish, callbacks or []).run()
 
 
 @dataclass
@@ -163,8 +167,9 @@ class _State:
 
 class _Finetune:
     def __init__(self, model, data, config: FinetuneConfig, data_options, run_dir, overwrite, verbose, extractor,
-                 finish=True):
+                 finish=True, callbacks=()):
         self.config, self.verbose, self.extract, self.finish = config, verbose, extractor, finish
+        self.callbacks = list(callbacks)
         strategy = config.strategy
         self.strategy = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
         self.batches = distribute.batch_plan(self.strategy, batch_size=config.batch_size,
@@ -184,6 +189,7 @@ class _Finetune:
         self.run_dir = RunDir(run_dir) if run_dir is not None else None
         self.overwrite = overwrite
         self.state, self.checkpoint, self.best_weights = _State(), None, None
+        self.cached = None  # ((features, head), {split: cached dataset}) while the head trains on cached features
         self.started, self.seconds_before = time.monotonic(), 0.0
         # whether checkpoint.npz / best.npz hold what the state refers to: only such a file is kept as the
         # previous good one when a new one replaces it (a damaged or stale one is not)
@@ -212,7 +218,7 @@ class _Finetune:
         self._restore_best()
         with self.strategy.scope():
             splits = {"val": self.splits.val, "test": self.splits.test}
-            evaluations = {name: evaluate(self.model, split) for name, split in splits.items() if split is not None}
+            evaluations = {name: self._evaluate(name, split) for name, split in splits.items() if split is not None}
         metrics = {k: v for name, scores in evaluations.items() for k, v in scores.as_dict(f"{name}_").items()}
         self.state.seconds = self._seconds()
         if run is not None:
@@ -284,16 +290,22 @@ class _Finetune:
         if resumed is not None and state.phase_epoch > 0:
             model.set_weights(resumed["model"])
         self.checkpoint = None
+        self.cached = None
         if split is not None:
             target, (x, y, batch) = split[1], self.extract(split[0], self.splits.train)
             val = self._cached(split[0], self.splits.val)
             examples, steps = tf.data.Dataset.from_tensor_slices((x, y)), math.ceil(len(x) / batch)
+            self.cached = split, {"val": val}
         else:
             target, val = model, self.splits.val
             examples, batch, steps = self.splits.train.unbatch(), self.splits.batch_size, self.splits.steps
         seed = config.seed * 101 + index if config.shuffle else None
         optimizer = make_optimizer(config.optimizer, self.learning_rate(phase, steps), multipliers=multipliers)
-        target.compile(optimizer=optimizer, loss=loss_for(model), metrics=["accuracy"], jit_compile=config.jit_compile)
+        # a head on cached features is a few matrix products a step: a whole epoch per graph call, not one
+        # Python round trip per step (the same updates in the same order)
+        target.compile(optimizer=optimizer, loss=loss_for(model), metrics=["accuracy"],
+                       jit_compile=distribute.jit_compile(config.jit_compile),
+                       steps_per_execution=steps if split is not None else 1)
         # Built before fit: otherwise the first train step creates the slots while tracing, and TensorFlow
         # traces it again without them (about a second of a small model's first epoch on a CPU).
         target.optimizer.build(target.trainable_variables)
@@ -309,7 +321,7 @@ class _Finetune:
             early = ResumableEarlyStopping(monitor="val_loss" if val is not None else "loss", patience=config.patience,
                                            wait=state.wait, best=state.phase_best, verbose=1 if self.verbose else 0)
         end = EpochEnd(lambda logs: self._end_epoch(phase, target, early, logs))
-        callbacks = [keras.callbacks.TerminateOnNaN(), *([early] if early else []), end]
+        callbacks = [keras.callbacks.TerminateOnNaN(), *([early] if early else []), end, *self.callbacks]
         if config.precise_bn:
             callbacks.insert(0, PreciseBatchNorm(examples.batch(batch), val))
         if config.tensorboard and self.run_dir is not None:
@@ -356,6 +368,17 @@ class _Finetune:
         if phase.spread and len(trainable) > 1:
             return group_multipliers(trainable, lr_slice=(0.1, 1.0))
         return {}
+
+    def _evaluate(self, name: str, dataset) -> Evaluation:
+        """The final evaluation of a split: on cached features when the last phase trained the head on them
+        (the same numbers: the head's layers are the model's, and the backbone then runs once per image),
+        else through the model."""
+        if self.cached is None:
+            return evaluate(self.model, dataset)
+        (features, head), cached = self.cached
+        if cached.get(name) is None:
+            cached[name] = self._cached(features, dataset)
+        return evaluate(head, cached[name])
 
     def _cached(self, features: keras.Model, dataset):
         if dataset is None:
