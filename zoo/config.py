@@ -87,7 +87,8 @@ class FinetuneConfig:
     precise_bn: bool = option(True, "recompute trainable BatchNorm statistics from the training data each epoch")
     seed: Annotated[int, pydantic.Strict(), pydantic.Field(ge=0)] = option(
         0, "random seed (weights of new layers, shuffling)")
-    jit_compile: bool | Literal["auto"] = option("auto", "XLA: true, false or auto (on GPUs and TPUs, not CPUs)")
+    jit_compile: bool | Literal["auto"] = option(
+        "auto", "XLA: true, false or auto (Keras's: off on CPU-only machines and under tf.distribute)")
     strategy: Annotated[Any, pydantic.AfterValidator(_strategy)] = option(
         "auto", f"{', '.join(STRATEGIES)} (in Python also a tf.distribute.Strategy)")
     lr_scaling: Literal[LR_SCALING] | None = option(

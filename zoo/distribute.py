@@ -131,20 +131,6 @@ def _check_devices(devices: list[str]) -> list[str]:
     return list(devices)
 
 
-def jit_compile(setting: bool | str) -> bool | str:
-    """``compile``'s ``jit_compile`` for a config's setting: "auto" stays Keras's "auto" (XLA where the model
-    allows it) on GPUs and TPUs and is off on CPUs, where XLA's compile costs more than it saves: 0.4 to 0.85x
-    the time to the first epoch's end and at best 1.2x per epoch (the table in benchmarks/xla.py).
-
-        >>> jit_compile("auto")  # on a machine without accelerators
-        False
-    """
-    if setting != "auto":
-        return setting
-    accelerated = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
-    return "auto" if accelerated else False
-
-
 def tf_config(workers: str | list[str], index: int) -> str:
     """The ``TF_CONFIG`` JSON for worker ``index`` of ``workers``; set it in that worker's environment.
 

@@ -304,7 +304,7 @@ class _Finetune:
         # a head on cached features is a few matrix products a step: a whole epoch per graph call, not one
         # Python round trip per step (the same updates in the same order)
         target.compile(optimizer=optimizer, loss=loss_for(model), metrics=["accuracy"],
-                       jit_compile=distribute.jit_compile(config.jit_compile),
+                       jit_compile=config.jit_compile,
                        steps_per_execution=steps if split is not None else 1)
         # Built before fit: otherwise the first train step creates the slots while tracing, and TensorFlow
         # traces it again without them (about a second of a small model's first epoch on a CPU).
