@@ -18,7 +18,7 @@ import functools
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class _Part:
     size: int
     select: Callable[[np.ndarray | None], tf.data.Dataset]
     read_labels: Callable[[], np.ndarray]
+    held: tuple[tf.Tensor, np.ndarray] | None = None  # images as fed and final labels, in memory: no map, no cache
 
     @functools.cached_property
     def labels(self) -> np.ndarray:
@@ -139,26 +140,25 @@ def load(
     names = _class_names(src, num_classes)
     ids = _class_ids(src, names, classes)
     chosen = _choose(src, ids, len(names), val_fraction, test_fraction, seed, per_class)
+    label_map = None
+    if not np.array_equal(ids, np.arange(len(names))):  # a subset, or a new order
+        label_map = np.full(len(names), -1, np.int32)
+        label_map[ids] = np.arange(len(ids))
     skipped: tuple[str, ...] = ()
-    decode, held = src.decode, False  # held: the files are decoded, in memory (a cache would copy them)
     if src.paths is not None:
         early = None  # what files decode to, where known before they are read: then the check reads them for good
         if cache:
             with contextlib.suppress(DataError, InvalidArgumentError):  # the files decide: asked again below
                 early = _target(src, model, image_size, channels)
         early = early if early and early[1] in (1, 3) else None
-        chosen, skipped, images = _drop_undecodable(src, chosen, strict, early and _preparer(decode, None, *early))
+        chosen, skipped, images = _drop_undecodable(src, chosen, strict, early and _preparer(src.decode, None, *early))
         if images is not None and _target(src, model, image_size, channels) == early:  # the channels held
-            chosen, decode, held = _in_memory(chosen, images), None, True
+            chosen = _in_memory(chosen, images, label_map)
     size, channels = _target(src, model, image_size, channels)
-    label_map = None
-    if not np.array_equal(ids, np.arange(len(names))):  # a subset, or a new order
-        label_map = np.full(len(names), -1, np.int32)
-        label_map[ids] = np.arange(len(ids))
-    prepare = _preparer(decode, label_map, size, channels)
+    prepare = _preparer(src.decode, label_map, size, channels)
     layers = _augmentation(augment, seed)
     datasets = [
-        _pipeline(*chosen[split], prepare, train=split == "train", shuffle=shuffle, cache=cache and not held,
+        _pipeline(*chosen[split], prepare, train=split == "train", shuffle=shuffle, cache=cache,
                   seed=seed, batch_size=batch_size, layers=layers)
         for split in SPLITS
     ]
@@ -547,7 +547,7 @@ def _drop_undecodable(
     else:
         ds = ds.map(lambda i, path: (i, _checked_shape(path, decode_jpeg=False), prepare(path, 0)[0]),
                     num_parallel_calls=AUTOTUNE)
-    found = [*ds.ignore_errors().batch(256)]
+    found = [*ds.ignore_errors().batch(len(every))]  # one batch: the images in one tensor, not pieces to join
     good = every[np.concatenate([np.zeros(0, np.int64), *(i.numpy() for i, _, _ in found)])]
     if not len(good):
         raise DataError(f"no file in {src.name} decodes as an image ({FORMATS})")
@@ -560,17 +560,24 @@ def _drop_undecodable(
         if strict:
             raise DataError(f"{message}; remove them, or leave strict=False to skip them")
         warnings.warn(f"{message}; skipped them (strict=True refuses them)", stacklevel=3)
-    images = None if prepare is None else tf.concat([x for _, _, x in found], 0)  # one copy, TensorFlow's
+    images = None if prepare is None else found[0][2]
     kept = {s: (part, idx[np.isin(idx, good)]) for s, (part, idx) in chosen.items()}
     return kept, skipped, images
 
 
-def _in_memory(chosen: dict[str, tuple[_Part, np.ndarray]], images: tf.Tensor) -> dict[str, tuple[_Part, None]]:
+def _in_memory(
+    chosen: dict[str, tuple[_Part, np.ndarray]], images: tf.Tensor, label_map: np.ndarray | None
+) -> dict[str, tuple[_Part, None]]:
     """The splits of a folder read from ``images``, the decoded good files of every split in path order."""
     good = np.unique(np.concatenate([idx for _, idx in chosen.values()]))
     labels = next(iter(chosen.values()))[0].labels  # a folder has one part; every split is cut from it
-    return {s: (_slices_part(tf.gather(images, np.searchsorted(good, idx)), labels[idx]), None)
-            for s, (_, idx) in chosen.items()}
+    splits = {}
+    for s, (_, idx) in chosen.items():
+        x = images if np.array_equal(idx, good) else tf.gather(images, np.searchsorted(good, idx))
+        y = labels[idx]
+        y = (y if label_map is None else label_map[y]).astype(np.int32)
+        splits[s] = (replace(_slices_part(x, y), held=(x, y)), None)
+    return splits
 
 
 # Matching the model ------------------------------------------------------------------------
@@ -670,18 +677,25 @@ def _pipeline(
     cache: bool, seed: int, batch_size: int, layers: list[keras.layers.Layer],
 ) -> tf.data.Dataset:
     """select -> decode and resize in parallel -> cache -> shuffle (train) -> batch -> augment (train)
-    -> float32 -> prefetch. Shuffling comes after the cache so that each epoch has a new order."""
-    ds = part.select(idx)
+    -> float32 -> prefetch. Shuffling comes after the cache so that each epoch has a new order. A held part
+    (decoded files in memory) shuffles positions and gathers whole batches instead of the first four steps."""
     n = max(part.size if idx is None else len(idx), 1)
     shuffle = train and shuffle
-    if shuffle and not cache:
-        ds = ds.shuffle(n, seed=seed)
-    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-        if shuffle:
+    if part.held is not None:  # shuffle positions and gather whole batches: nothing is copied into a buffer
+        images, labels = part.held
+        ds = tf.data.Dataset.range(part.size)
+        ds = ds.shuffle(n, seed=seed) if shuffle else ds
+        ds = ds.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+    else:
+        ds = part.select(idx)
+        if shuffle and not cache:
             ds = ds.shuffle(n, seed=seed)
-    ds = ds.batch(batch_size)
+        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
+        if cache:
+            ds = ds.cache()
+            if shuffle:
+                ds = ds.shuffle(n, seed=seed)
+        ds = ds.batch(batch_size)
     if train and layers:
 
         def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
