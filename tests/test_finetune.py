@@ -429,6 +429,30 @@ def test_callbacks_are_called_in_every_phase_after_the_checkpoint_is_written(tmp
     assert seen == [("phase", "tiny_head"), (0, 1), ("phase", "tiny"), (0, 2), (1, 3)]  # epochs count per phase
 
 
+def test_initial_epoch_goes_on_as_the_uninterrupted_run_would():
+    # SGD without momentum keeps no state but the step count, which sets the cosine schedule: a run
+    # stopped after 2 of 4 epochs and continued from epoch 2 trains as the whole run did
+    class StopAfter(keras.callbacks.Callback):
+        epochs = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            StopAfter.epochs += 1
+            self.model.stop_training = StopAfter.epochs == 2
+
+    options = {"recipe": "two_phase", "epochs": 4, "blocks": 2, "optimizer": "sgd", "learning_rate": 0.05,
+               "patience": None, "precise_bn": False, "cache_features": True, "verbose": 0}
+    train = datasets()[:1]  # no validation: the best weights are those of the lowest training loss
+    whole = zoo.finetune(tiny_model(), train, **options)
+    stopped = zoo.finetune(tiny_model(), train, callbacks=[StopAfter()], **options)
+    assert [h["phase"] for h in whole.history] == ["head", "finetune", "finetune", "finetune"]
+    assert len(stopped.history) == 2 and stopped.history[1]["loss"] < stopped.history[0]["loss"]
+    rest = zoo.finetune(stopped.model, train, initial_epoch=2, **options)
+    assert [(h["phase"], h["epoch"]) for h in rest.history] == [("finetune", 3), ("finetune", 4)]
+    assert [h["loss"] for h in rest.history] == pytest.approx([h["loss"] for h in whole.history[2:]], rel=1e-5)
+    with pytest.raises(InvalidArgumentError, match=r"initial_epoch must be an integer in \[0, epochs=4\)"):
+        zoo.finetune(tiny_model(), train, initial_epoch=4, **options)
+
+
 def test_precise_batchnorm_sets_moving_statistics_to_the_mean_of_the_batch_statistics():
     from zoo.training.bn import recalibrate_batchnorm
 

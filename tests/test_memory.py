@@ -10,7 +10,9 @@ RSS after each of 10 fine-tunes, growth from the 3rd reading to the 10th (7 fine
 so a 40 MiB bound is ~10x the growth with it and half the leak without it.
 """
 import contextlib
+import gc
 import uuid
+import weakref
 
 import keras
 import numpy as np
@@ -126,6 +128,28 @@ def test_outside_the_checked_tensorflow_released_only_collects(monkeypatch):
     made = compat.custom_gradient_names() - before
     assert len(made) == 1  # the private registry was left alone
     compat.drop_custom_gradients(keep=compat.custom_gradient_names() - made)
+
+
+def test_released_collects_once_at_the_end_of_the_outermost_block():
+    class Cycle:
+        pass
+
+    def cycle():
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a  # only the cycle collector frees these
+        return weakref.ref(a)
+
+    gc.disable()  # no automatic collection: what is freed, released() freed
+    try:
+        before = cycle()
+        with released():
+            with released():
+                inner = cycle()
+            assert inner() is not None  # the inner block leaves the collection to the outermost one
+            outer = cycle()
+        assert inner() is None and outer() is None and before() is None
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":  # the figures in the module docstring: python tests/test_memory.py [--without]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import keras_tuner as kt
+import numpy as np
 import pytest
 import yaml
 
@@ -232,6 +233,37 @@ def test_every_tuner_runs(tmp_path, tuner):
     assert len({r["learning_rate"] for r in result.trials}) == 2
     if tuner == "hyperband":
         assert all(r["epochs"] in (1, 3) for r in result.trials)
+
+
+def test_hyperband_goes_on_from_the_earlier_rounds_weights(tmp_path):
+    space = {"backbone": "mlp_small", "recipe": "full", "learning_rate": (1e-3, 1e-1, "log")}
+    result = tuning.search("digits", space, tuner="hyperband", max_trials=4, directory=tmp_path,
+                           **{**FAST, "epochs": 3})  # a bracket of three 1-epoch trials, then the best for 3
+    first, later = result.trials[:3], result.trials[3]
+    assert [(r["epochs"], r["continues"], r["trained_epochs"]) for r in first] == [(1, None, 1)] * 3
+    best = max(first, key=lambda r: r["score"])
+    assert (later["epochs"], later["continues"], later["trained_epochs"]) == (3, best["trial"], 2)
+    assert later["learning_rate"] == best["learning_rate"]
+    assert all((tmp_path / "search" / f"trial_{r['trial']}" / "model.weights.h5").is_file() for r in result.trials)
+
+
+def test_a_continued_trial_starts_from_the_weights_it_is_given(tmp_path):
+    space = tuning.Space({"backbone": "mlp_small", "recipe": "full", "learning_rate": 1e-30})  # weights stay put
+    hypermodel = tuning.ZooHyperModel(space, tuning.TrialData("digits"), epochs=3, image_size=(8, 8), patience=None)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    hp.values.update({"tuner/epochs": 3, "tuner/initial_epoch": 1, "tuner/trial_id": "0"})
+    earlier = hypermodel.build(hp)
+    earlier.set_weights([w + 1.0 for w in earlier.get_weights()])
+    earlier.save_weights(tmp_path / "earlier.weights.h5")
+
+    metrics = hypermodel.fit(hp, hypermodel.build(hp), resume_from=tmp_path / "earlier.weights.h5",
+                             save_to=tmp_path / "after.weights.h5")
+    assert metrics["trained_epochs"] == 2  # epochs 2 and 3 of the budget
+    after = hypermodel.build(hp)
+    after.load_weights(tmp_path / "after.weights.h5")
+    for got, want in zip(after.trainable_weights, earlier.trainable_weights):  # (precise BN sets the statistics)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
 
 
 # Subprocesses: kill and resume, chief and workers ------------------------------------------

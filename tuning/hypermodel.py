@@ -3,7 +3,9 @@
 Trials that train only the head over a frozen backbone on unaugmented data (``linear_probe``, and the
 head phase of ``two_phase`` and ``gradual``) share that backbone's features: they are computed once
 per (backbone, input size, pretrained) and kept in memory for the whole search. Every trial builds
-its backbone from the same seed, so a random backbone is the same one in every trial too.
+its backbone from the same seed, so a random backbone is the same one in every trial too. A trial of
+Hyperband's later rounds goes on from the weights its earlier round left (``resume_from``), training
+only the epochs its budget adds.
 
 Example:
     >>> data = TrialData("digits", seed=0)
@@ -16,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +29,12 @@ import tensorflow as tf
 
 import zoo
 from tuning.space import Space
+from zoo.config import MIN_EPOCHS, FinetuneConfig
 from zoo.data import DataInfo, load
+from zoo.files import atomic_save
 from zoo.registry import resolve
 from zoo.training.features import extract
+from zoo.training.lora import apply_lora
 
 Splits = tuple[tf.data.Dataset, tf.data.Dataset]  # (train, validation)
 
@@ -86,7 +92,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
     Args:
         space: the search space.
         data: the search's data.
-        epochs: epochs per trial (Hyperband sets its own per trial, at least 2).
+        epochs: epochs per trial (Hyperband sets its own per trial, at least what its recipe needs).
         image_size: (height, width) for every backbone; None: each backbone's own (see ``input_size``).
         share_features: share frozen-backbone features across trials; False trains through the backbone.
         patience: zoo.finetune's early stopping on validation loss; None trains every epoch.
@@ -114,7 +120,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
         """The trial's fine-tuning config, under the keys ``keras-zoo finetune --config`` takes."""
         config = self.space.config(hp)
         budget = hp.values.get("tuner/epochs")  # Hyperband's
-        config["epochs"] = self.epochs if budget is None else max(budget, 2)  # two_phase and gradual need 2
+        config["epochs"] = self.epochs if budget is None else max(budget, MIN_EPOCHS.get(config["recipe"], 1))
         config["image_size"] = list(self.input_size(config["model"]))
         config["seed"], config["patience"] = self.seed, self.patience
         return config
@@ -127,11 +133,21 @@ class ZooHyperModel(keras_tuner.HyperModel):
                                 input_shape=(*config["image_size"], info.channels), dropout=config["dropout"],
                                 head_hidden=config.get("head_hidden"))
 
-    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs) -> dict[str, float]:
-        """Fine-tune ``model`` as the trial says; returns its loss, accuracy, val_loss and val_accuracy.
-        (keras-tuner's fit arguments, such as callbacks, are not used.)"""
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args,
+            resume_from: str | os.PathLike | None = None, save_to: str | os.PathLike | None = None,
+            **kwargs) -> dict[str, float]:
+        """Fine-tune ``model`` as the trial says; returns its loss, accuracy, val_loss, val_accuracy and the
+        epochs it trained. ``resume_from``: the weights of this trial's earlier Hyperband round, to go on
+        from at that round's epoch budget (``tuner/initial_epoch``); ``save_to``: where to write the trained
+        weights (atomically), for a later round. (keras-tuner's fit arguments, such as callbacks, are not used.)"""
         config = self.config(hp)
         size = tuple(config["image_size"])
+        initial_epoch = 0
+        if resume_from is not None:
+            if config["recipe"] == "lora":  # the adapters are among the saved weights
+                apply_lora(model, rank=FinetuneConfig().lora_rank)
+            model.load_weights(resume_from)
+            initial_epoch = min(hp.values["tuner/initial_epoch"], config["epochs"] - 1)
         train, val = self.data.splits(size, config["augment"], config["batch_size"])
         share = self.features is not None and config["augment"] == "none"
         extractor = None
@@ -140,6 +156,9 @@ class ZooHyperModel(keras_tuner.HyperModel):
             extractor = self.features.extractor(key, {"train": train, "validation": val}, config["batch_size"])
         options = {k: config[k] for k in ("recipe", "epochs", "learning_rate", "blocks") if k in config}
         result = zoo.finetune(model, (train, val), **options, cache_features=share, patience=self.patience,
-                              seed=self.seed, verbose=self.verbose, extractor=extractor)
+                              seed=self.seed, verbose=self.verbose, extractor=extractor, initial_epoch=initial_epoch)
+        if save_to is not None:
+            atomic_save(save_to, result.model.save_weights)
         last = result.history[-1]
-        return {"loss": last["loss"], "accuracy": last["accuracy"], **result.metrics}
+        return {"loss": last["loss"], "accuracy": last["accuracy"], **result.metrics,
+                "trained_epochs": len(result.history)}

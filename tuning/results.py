@@ -29,8 +29,9 @@ def row(trial: Trial) -> dict[str, Any]:
     (the last line of the trial's traceback)."""
     hp = trial.hyperparameters
     values = {p.name: hp.values.get(p.name) for p in hp.space if not p.name.startswith("tuner/")}
-    if "tuner/epochs" in hp.values:  # Hyperband's budget for the trial
+    if "tuner/epochs" in hp.values:  # Hyperband's budget for the trial, and the trial it goes on from
         values["epochs"] = hp.values["tuner/epochs"]
+        values["continues"] = hp.values.get("tuner/trial_id")
     metrics = {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
     error = trial.message.strip().splitlines()[-1] if trial.message else ""
     return {"trial": trial.trial_id, "status": trial.status, "score": trial.score, **values, **metrics,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -34,6 +35,9 @@ ORACLES = dict(zip(TUNERS, (kt.oracles.RandomSearchOracle, kt.oracles.BayesianOp
                             kt.oracles.HyperbandOracle, kt.oracles.GridSearchOracle)))
 PROJECT = "search"  # keras-tuner's project folder inside the search directory
 SETTINGS = "search.json"
+WEIGHTS = "model.weights.h5"  # in a Hyperband trial's folder: its trained weights, for a later round to go on from
+
+log = logging.getLogger(__name__)
 
 
 class SearchError(ZooError):
@@ -57,12 +61,29 @@ class ZooTuner(kt.Tuner):
     def run_trial(self, trial: kt.engine.trial.Trial, *args, **kwargs) -> dict[str, float]:
         start = time.perf_counter()
         hp = trial.hyperparameters
+        hyperband = "tuner/epochs" in hp.values
         with released():  # the custom gradients TF would keep, with the trial's model, for good
             try:
-                metrics = self.hypermodel.fit(hp, self.hypermodel.build(hp))
+                metrics = self.hypermodel.fit(hp, self.hypermodel.build(hp), resume_from=self._earlier_weights(hp),
+                                              save_to=self._weights(trial.trial_id) if hyperband else None)
             finally:
-                keras.backend.clear_session()  # the trial's layers and names in Keras's session
+                keras.backend.clear_session(free_memory=False)  # the trial's layers and names; released() collects
         return {**metrics, "seconds": time.perf_counter() - start}
+
+    def _weights(self, trial_id: str) -> Path:
+        return Path(self.get_trial_dir(trial_id)) / WEIGHTS
+
+    def _earlier_weights(self, hp: kt.HyperParameters) -> Path | None:
+        """The weights a Hyperband trial goes on from: its earlier round's; None for a first round (or where
+        that round's weights are gone: the trial then trains from the start)."""
+        earlier = hp.values.get("tuner/trial_id")
+        if earlier is None:
+            return None
+        path = self._weights(earlier)
+        if not path.is_file():
+            log.warning("no %s from trial %s, which this trial continues: training it from the start", path, earlier)
+            return None
+        return path
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
@@ -156,7 +177,7 @@ def _check(space, tuner, objective, max_trials, epochs, image_size, max_failures
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
     if distributed not in (None, "chief", "worker"):
         raise InvalidArgumentError(f"distributed={distributed!r}: use 'chief', 'worker' or None")
-    if tuner != "hyperband":  # Hyperband gives every trial at least 2 epochs
+    if tuner != "hyperband":  # Hyperband gives every trial at least what its recipe needs
         for recipe in space.possible("recipe"):
             plan(recipe, epochs, blocks=1, n_blocks=1)  # raises if the recipe needs more epochs
     if image_size is not None:

@@ -44,8 +44,12 @@ def head_split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
     for layer in chain:
         x = layer(x)
     head = keras.Model(inputs, x, name=f"{model.name}_head")
-    probe = np.zeros((1, *model.input_shape[1:]), "float32")  # the split must compute what the model does
-    if x.shape != model.output.shape or not np.allclose(head(features(probe)), model(probe), atol=1e-5):
+    if x.shape != model.output.shape:
+        return None
+    # the split must compute what the model does (one pass through the body gives both)
+    entry_and_output = keras.Model(model.input, [features.output, model.output])
+    computed, expected = entry_and_output(np.zeros((1, *model.input_shape[1:]), "float32"))
+    if not np.allclose(head(computed), expected, atol=1e-5):
         return None
     return features, head
 

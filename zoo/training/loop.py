@@ -90,6 +90,7 @@ def finetune(
     extractor: Extractor | None = None,
     finish: bool = True,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    initial_epoch: int = 0,
     **options,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``data`` as ``config`` (or its fields given as keyword arguments) says.
@@ -117,6 +118,10 @@ def finetune(
         callbacks: more Keras callbacks, given to each phase's ``fit`` after the checkpoint callback (a
             phase that trains the head on cached features fits, and shows them, the head model, a whole epoch per
             graph call: their batch hooks run once an epoch there).
+        initial_epoch: the model's weights are the recipe's after this many epochs: train the rest of the
+            plan for ``epochs`` from there, as ``model.fit``'s ``initial_epoch`` does (the learning-rate
+            schedule goes on where it was; the optimizer's moments start afresh). Hyperband's later
+            brackets continue their trials so.
 
     A model built outside the strategy's scope, or with ``mixed_precision``, is trained as a copy
     (``result.model``). Example:
@@ -129,11 +134,14 @@ def finetune(
     if not isinstance(model, keras.Model):
         raise InvalidArgumentError(f"model must be a keras.Model (from zoo.create_model, say), got "
                                    f"{type(model).__name__}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < config.epochs:
+        raise InvalidArgumentError(f"initial_epoch must be an integer in [0, epochs={config.epochs}), got "
+                                   f"{initial_epoch!r}")
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     with memory.released():
         return _Finetune(model, data, config, data_options or {}, run_dir, overwrite, verbose,
-                         extractor or extract, finish, callbacks or []).run()
+                         extractor or extract, finish, callbacks or [], initial_epoch).run()
 
 
 @dataclass
@@ -167,8 +175,9 @@ class _State:
 
 class _Finetune:
     def __init__(self, model, data, config: FinetuneConfig, data_options, run_dir, overwrite, verbose, extractor,
-                 finish=True, callbacks=()):
+                 finish=True, callbacks=(), initial_epoch=0):
         self.config, self.verbose, self.extract, self.finish = config, verbose, extractor, finish
+        self.initial_epoch = initial_epoch
         self.callbacks = list(callbacks)
         strategy = config.strategy
         self.strategy = distribute.strategy(strategy) if isinstance(strategy, str) else strategy
@@ -211,6 +220,8 @@ class _Finetune:
             run.write_json(RUN_INFO, {"class_names": self.splits.class_names, "distribution": self.batches.as_dict(),
                                       "phases": [dataclasses.asdict(p) for p in self.phases]})
         self._resume(found)
+        if found is None and self.initial_epoch:
+            self.state.phase_index, self.state.phase_epoch = _position(self.phases, self.initial_epoch)
         for index, phase in enumerate(self.phases):
             if index >= self.state.phase_index:
                 with self.strategy.scope():
@@ -243,6 +254,7 @@ class _Finetune:
                       "outputs": int(model.output.shape[-1]), "parameters": int(model.count_params()),
                       "weight_shapes": hashlib.sha256(shapes.encode()).hexdigest()[:16]},
             "distribution": {"replicas": self.batches.replicas},  # with the options, the whole batch plan
+            **({"initial_epoch": self.initial_epoch} if self.initial_epoch else {}),
         }
 
     def _seconds(self) -> float:
@@ -312,6 +324,8 @@ class _Finetune:
         if resumed is not None and state.phase_epoch > 0 and resumed.get("optimizer"):
             for variable, value in zip(target.optimizer.variables, resumed["optimizer"]):
                 variable.assign(value)
+        elif state.phase_epoch > 0:  # initial_epoch: the schedule goes on from there
+            target.optimizer.iterations.assign(state.phase_epoch * steps)
         state.phase_index = index
         if self.verbose:
             log.info("phase %d '%s': trains %s, %d epochs, lr %g%s", index + 1, phase.name, phase.describe(),
@@ -389,7 +403,7 @@ class _Finetune:
     def _end_epoch(self, phase: Phase, target: keras.Model, early, logs: dict) -> None:
         state = self.state
         state.phase_epoch += 1
-        state.history.append({"phase": phase.name, "epoch": len(state.history) + 1,
+        state.history.append({"phase": phase.name, "epoch": self.initial_epoch + len(state.history) + 1,
                               **{k: float(v) for k, v in logs.items()}})
         monitor = float(logs.get("val_loss", logs["loss"]))
         improved = monitor < state.best  # the best weights of the whole run are the ones kept
@@ -437,6 +451,15 @@ class _Finetune:
 
 
 SHUFFLE_BUFFER = 10_000
+
+
+def _position(phases: list[Phase], epoch: int) -> tuple[int, int]:
+    """(phase index, epochs done in it) after ``epoch`` epochs of ``phases``."""
+    for index, phase in enumerate(phases):
+        if epoch < phase.epochs:
+            return index, epoch
+        epoch -= phase.epochs
+    return len(phases), 0
 
 
 def epochs_stream(examples: tf.data.Dataset, batch: int, steps: int, first: int, last: int,
