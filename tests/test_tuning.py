@@ -266,6 +266,25 @@ def test_a_continued_trial_starts_from_the_weights_it_is_given(tmp_path):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
 
 
+def test_a_lora_trial_continues_from_its_merged_weights(tmp_path):
+    space = tuning.Space({"backbone": "mlp_small", "recipe": "lora"})
+    hypermodel = tuning.ZooHyperModel(space, tuning.TrialData("digits"), image_size=(8, 8), patience=None)
+
+    def trial(**values):
+        hp = kt.HyperParameters()
+        hypermodel.declare_hyperparameters(hp)
+        hp.values.update(values)
+        return hp
+
+    first = trial(**{"tuner/epochs": 1, "tuner/initial_epoch": 0})
+    hypermodel.fit(first, hypermodel.build(first), save_to=tmp_path / "first.weights.h5")
+    later = trial(**{"tuner/epochs": 2, "tuner/initial_epoch": 1, "tuner/trial_id": "0"})
+    model = hypermodel.build(later)
+    metrics = hypermodel.fit(later, model, resume_from=tmp_path / "first.weights.h5")
+    assert metrics["trained_epochs"] == 1
+    assert any(getattr(layer, "lora_enabled", False) for layer in model.get_layer("backbone").layers)
+
+
 # Subprocesses: kill and resume, chief and workers ------------------------------------------
 
 SCRIPT = """

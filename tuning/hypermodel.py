@@ -29,12 +29,11 @@ import tensorflow as tf
 
 import zoo
 from tuning.space import Space
-from zoo.config import MIN_EPOCHS, FinetuneConfig
+from zoo.config import MIN_EPOCHS
 from zoo.data import DataInfo, load
 from zoo.files import atomic_save
 from zoo.registry import resolve
 from zoo.training.features import extract
-from zoo.training.lora import apply_lora
 
 Splits = tuple[tf.data.Dataset, tf.data.Dataset]  # (train, validation)
 
@@ -144,9 +143,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
         size = tuple(config["image_size"])
         initial_epoch = 0
         if resume_from is not None:
-            if config["recipe"] == "lora":  # the adapters are among the saved weights
-                apply_lora(model, rank=FinetuneConfig().lora_rank)
-            model.load_weights(resume_from)
+            model.load_weights(resume_from)  # a LoRA trial's were saved merged (Keras's Dense/EinsumDense do)
             initial_epoch = min(hp.values["tuner/initial_epoch"], config["epochs"] - 1)
         train, val = self.data.splits(size, config["augment"], config["batch_size"])
         share = self.features is not None and config["augment"] == "none"
