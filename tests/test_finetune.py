@@ -453,6 +453,22 @@ def test_initial_epoch_goes_on_as_the_uninterrupted_run_would():
         zoo.finetune(tiny_model(), train, initial_epoch=4, **options)
 
 
+@pytest.mark.parametrize("validate", [True, False])
+def test_each_epoch_ends_with_precise_batchnorm_statistics_and_validates_with_them(validate):
+    train, val = datasets()
+    result = zoo.finetune(tiny_model(), (train, val) if validate else (train,), recipe="full", epochs=1,
+                          patience=None, verbose=0)
+    statistics = [w.numpy().copy() for w in result.model.non_trainable_weights]
+    zoo.training.bn.recalibrate_batchnorm(result.model, train.unbatch().batch(8))
+    for got, want in zip(result.model.non_trainable_weights, statistics):  # recalibrated at the epoch's end
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    if validate:
+        result.model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        scores = result.model.evaluate(val, verbose=0, return_dict=True)
+        assert result.history[0]["val_loss"] == pytest.approx(scores["loss"], rel=1e-5)
+        assert result.history[0]["val_accuracy"] == pytest.approx(scores["accuracy"])
+
+
 def test_precise_batchnorm_sets_moving_statistics_to_the_mean_of_the_batch_statistics():
     from zoo.training.bn import recalibrate_batchnorm
 

@@ -1,13 +1,13 @@
 """The Keras callbacks a fine-tune runs its phases with (besides Keras's own TerminateOnNaN and TensorBoard).
 
-- ``PreciseBatchNorm``: recompute trainable BatchNorm statistics at each epoch end, then validate again,
-  so the epoch's figures (on screen, in history.csv, in the plots) are those of the weights kept.
+- ``PreciseBatchNorm``: recompute trainable BatchNorm statistics once an epoch, before its validation, so
+  the epoch's figures (on screen, in history.csv, in the plots) are those of the weights kept.
 - ``ResumableEarlyStopping``: Keras's EarlyStopping, whose count within a phase survives a resume.
 - ``EpochEnd``: hands each finished epoch to the loop, which records it, keeps the run's best weights
   and writes the checkpoint.
 
-Order matters: Keras passes one ``logs`` dict to each callback in turn, then to History and the progress
-bar, so ``PreciseBatchNorm`` goes first.
+Order matters: Keras calls the callbacks in turn, so ``PreciseBatchNorm`` goes first (the statistics are
+set before any other callback sees the epoch).
 """
 from __future__ import annotations
 
@@ -20,19 +20,27 @@ from zoo.training.bn import recalibrate_batchnorm
 
 
 class PreciseBatchNorm(keras.callbacks.Callback):
-    """Recalibrate trainable BatchNorm layers on ``data`` at each epoch end; re-validate on ``validation``."""
+    """Recalibrate trainable BatchNorm layers on ``data`` once an epoch: before the epoch's validation, which
+    then measures the statistics the epoch ends with (``fit`` calls ``on_test_begin`` there), or at the epoch's
+    end where there is none. Not after a non-finite loss (``TerminateOnNaN`` has stopped training)."""
 
-    def __init__(self, data, validation=None):
+    def __init__(self, data):
         super().__init__()
-        self.data, self.validation = data, validation
+        self.data, self.pending = data, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.pending = True
+
+    def on_test_begin(self, logs=None):
+        self._recalibrate()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or not math.isfinite(logs.get("loss", 0.0)):
-            return
-        if recalibrate_batchnorm(self.model, self.data) and self.validation is not None:
-            # the epoch's validation ran on stale moving statistics
-            scores = self.model.evaluate(self.validation, verbose=0, return_dict=True)
-            logs.update({f"val_{k}": float(v) for k, v in scores.items()})
+        self._recalibrate()
+
+    def _recalibrate(self) -> None:
+        if self.pending and not self.model.stop_training:
+            recalibrate_batchnorm(self.model, self.data)
+        self.pending = False
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

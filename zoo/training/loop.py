@@ -337,7 +337,7 @@ class _Finetune:
         end = EpochEnd(lambda logs: self._end_epoch(phase, target, early, logs))
         callbacks = [keras.callbacks.TerminateOnNaN(), *([early] if early else []), end, *self.callbacks]
         if config.precise_bn:
-            callbacks.insert(0, PreciseBatchNorm(examples.batch(batch), val))
+            callbacks.insert(0, PreciseBatchNorm(examples.batch(batch)))
         if config.tensorboard and self.run_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir.file("logs"))))
         if state.phase_epoch < phase.epochs:
