@@ -22,7 +22,7 @@ from zoo.training.bn import recalibrate_batchnorm
 class PreciseBatchNorm(keras.callbacks.Callback):
     """Recalibrate trainable BatchNorm layers on ``data`` once an epoch: before the epoch's validation, which
     then measures the statistics the epoch ends with (``fit`` calls ``on_test_begin`` there), or at the epoch's
-    end where there is none. Not after a non-finite loss (``TerminateOnNaN`` has stopped training)."""
+    end where there is none. Not after a non-finite loss."""
 
     def __init__(self, data):
         super().__init__()
@@ -31,6 +31,10 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.pending = True
 
+    def on_train_batch_end(self, batch, logs=None):
+        if logs is not None and not math.isfinite(logs.get("loss", 0.0)):
+            self.pending = False  # the weights are NaN: nothing to recalibrate
+
     def on_test_begin(self, logs=None):
         self._recalibrate()
 
@@ -38,7 +42,7 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self._recalibrate()
 
     def _recalibrate(self) -> None:
-        if self.pending and not self.model.stop_training:
+        if self.pending:
             recalibrate_batchnorm(self.model, self.data)
         self.pending = False
 
