@@ -1,7 +1,21 @@
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_ZOO_OFFLINE", "1")  # tests never touch the network
+
+# The largest files, whose tests share no module-scoped fixture: pytest-xdist hands out their tests one by
+# one, so that neither worker is left with a long file at the end. Every other file runs whole on one
+# worker (its module-scoped fixtures, such as the CLI's main job, are then built once).
+SPLIT_PER_TEST = {"test_architectures.py", "test_examples.py", "test_factory.py", "test_finetune.py",
+                  "test_tuning.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name not in SPLIT_PER_TEST:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 # Shared by the fine-tuning and fault tests; TensorFlow is imported only when they are called.

@@ -58,7 +58,31 @@ import pytest  # noqa: E402
 
 
 def keras_zoo(*args):
+    """The installed console script in a new process, as a user runs it."""
     return subprocess.run(["keras-zoo", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``keras-zoo ARGS`` in this process (``zoo.cli.main``, what the console script calls), without paying
+    for a new TensorFlow each time; the loggers the command sets up are put back afterwards."""
+    import logging
+
+    from zoo.cli import main
+
+    loggers = [logging.getLogger(name) for name in ("zoo", "tuning")]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+
+    def call(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    yield call
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
 
 
 def one_line_error(out, text):
@@ -94,7 +118,7 @@ def test_finetune_with_no_arguments_runs_the_bundled_task_and_reports_the_baseli
     assert json.loads((run / "fingerprint.json").read_text())["data"]["num_examples"]["test"] > 600  # all held out
 
 
-def test_explain_writes_saliency_overlays_next_to_the_images(bundled_run, tmp_path):
+def test_explain_writes_saliency_overlays_next_to_the_images(bundled_run, tmp_path, cli):
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -104,34 +128,34 @@ def test_explain_writes_saliency_overlays_next_to_the_images(bundled_run, tmp_pa
     for label in (5, 8):
         paths.append(tmp_path / f"{label}.png")
         Image.fromarray((digits.images[digits.target == label][0] * 255 / 16).astype("uint8")).save(paths[-1])
-    out = keras_zoo("explain", run, *paths, "--method", "gradcam")
+    out = cli("explain", run, *paths, "--method", "gradcam")
     assert out.returncode == 0, out.stderr[-2000:]
     for path in paths:
         with Image.open(tmp_path / f"{path.stem}.gradcam.png") as overlay:
             assert overlay.size[0] >= 200
-    one_line_error(keras_zoo("explain", run, tmp_path / "none.png"), "no such image file")
+    one_line_error(cli("explain", run, tmp_path / "none.png"), "no such image file")
 
 
-def test_a_run_reproduces_from_its_config(bundled_run, tmp_path):
+def test_a_run_reproduces_from_its_config(bundled_run, tmp_path, cli):
     run, _ = bundled_run
-    out = keras_zoo("finetune", "--config", run / "config.yaml", "--run-dir", tmp_path / "again", "--no-baseline")
+    out = cli("finetune", "--config", run / "config.yaml", "--run-dir", tmp_path / "again", "--no-baseline")
     assert out.returncode == 0, out.stderr[-3000:]
     first, again = (json.loads((d / "metrics.json").read_text()) for d in (run, tmp_path / "again"))
     assert again["test_accuracy"] == first["test_accuracy"] and again["test_loss"] == pytest.approx(first["test_loss"])
 
 
-def test_evaluate_and_predict_a_finished_run(bundled_run, tmp_path):
+def test_evaluate_and_predict_a_finished_run(bundled_run, tmp_path, cli):
     from PIL import Image
     from sklearn.datasets import load_digits
 
     run, _ = bundled_run
-    out = keras_zoo("evaluate", run)
+    out = cli("evaluate", run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert out.returncode == 0 and f"test: accuracy {metrics['test_accuracy']:.4f}" in out.stdout
     digits = load_digits()
     image = tmp_path / "seven.png"
     Image.fromarray((digits.images[digits.target == 7][0] * 255 / 16).astype("uint8")).save(image)
-    out = keras_zoo("predict", run, image, "--top", 2)
+    out = cli("predict", run, image, "--top", 2)
     assert out.returncode == 0, out.stderr[-2000:]
     line = out.stdout.strip()
     assert line.startswith(f"{image}: ") and len(line.split(", ")) == 2
@@ -139,11 +163,11 @@ def test_evaluate_and_predict_a_finished_run(bundled_run, tmp_path):
     assert 0 <= probabilities[1] <= probabilities[0] <= 1
 
 
-def test_export_writes_a_saved_model_and_tflite(bundled_run, tmp_path):
+def test_export_writes_a_saved_model_and_tflite(bundled_run, tmp_path, cli):
     import tensorflow as tf
 
     run, _ = bundled_run
-    out = keras_zoo("export", run, "--out", tmp_path / "export", "--tflite")
+    out = cli("export", run, "--out", tmp_path / "export", "--tflite")
     assert out.returncode == 0, out.stderr[-2000:]
     interpreter = tf.lite.Interpreter(model_path=str(tmp_path / "export" / "model.tflite"))
     interpreter.allocate_tensors()
@@ -152,30 +176,30 @@ def test_export_writes_a_saved_model_and_tflite(bundled_run, tmp_path):
     assert (tmp_path / "export" / "saved_model" / "saved_model.pb").exists()
 
 
-def test_bad_input_on_the_command_line_is_one_line_and_exit_2(bundled_run, tmp_path):
+def test_bad_input_on_the_command_line_is_one_line_and_exit_2(bundled_run, tmp_path, cli):
     run, _ = bundled_run
-    one_line_error(keras_zoo("finetune", "--data", tmp_path / "missing", "--model", "resnet_tiny"), "missing")
-    one_line_error(keras_zoo("finetune", "--model", "resnt_tiny"), "did you mean resnet_tiny")
-    one_line_error(keras_zoo("finetune", "--run-dir", run), "holds a finished run")
+    one_line_error(cli("finetune", "--data", tmp_path / "missing", "--model", "resnet_tiny"), "missing")
+    one_line_error(cli("finetune", "--model", "resnt_tiny"), "did you mean resnet_tiny")
+    one_line_error(cli("finetune", "--run-dir", run), "holds a finished run")
     (tmp_path / "unknown.yaml").write_text("model: resnet_tiny\nbogus: 1\n")
-    one_line_error(keras_zoo("finetune", "--config", tmp_path / "unknown.yaml"), "unknown key(s) bogus")
+    one_line_error(cli("finetune", "--config", tmp_path / "unknown.yaml"), "unknown key(s) bogus")
     (tmp_path / "wrong.yaml").write_text("model: resnet_tiny\nepochs: two\n")
-    one_line_error(keras_zoo("finetune", "--config", tmp_path / "wrong.yaml"), "epochs must be an integer, got 'two'")
+    one_line_error(cli("finetune", "--config", tmp_path / "wrong.yaml"), "epochs must be an integer, got 'two'")
     (tmp_path / "bad.png").write_text("not an image")
-    one_line_error(keras_zoo("predict", run, tmp_path / "bad.png"), "not a PNG, JPEG")
+    one_line_error(cli("predict", run, tmp_path / "bad.png"), "not a PNG, JPEG")
     assert np.isfinite(json.loads((run / "metrics.json").read_text())["test_loss"])
 
 
-def test_tune_then_retrain_the_best_trial_from_its_config(tmp_path):
+def test_tune_then_retrain_the_best_trial_from_its_config(tmp_path, cli):
     space = tmp_path / "space.yaml"
     space.write_text("backbone: [mlp_small]\nlearning_rate: [0.0001, 0.01, log]\nrecipe: [full]\n")
-    out = keras_zoo("tune", "--space", space, "--data", "digits", "--max-trials", 2, "--epochs", 1,
+    out = cli("tune", "--space", space, "--data", "digits", "--max-trials", 2, "--epochs", 1,
                     "--image-size", "8,8", "--directory", tmp_path / "search")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "best:" in out.stdout and (tmp_path / "search" / "trials.csv").exists()
-    out = keras_zoo("finetune", "--config", tmp_path / "search" / "best.yaml", "--run-dir", tmp_path / "best",
+    out = cli("finetune", "--config", tmp_path / "search" / "best.yaml", "--run-dir", tmp_path / "best",
                     "--epochs", 1)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mlp_small" in out.stdout and (tmp_path / "best" / "model.keras").exists()
     space.write_text("backbone: [no_such_net]\n")
-    one_line_error(keras_zoo("tune", "--space", space, "--directory", tmp_path / "bad"), "no_such_net")
+    one_line_error(cli("tune", "--space", space, "--directory", tmp_path / "bad"), "no_such_net")

@@ -1,6 +1,7 @@
-"""Each script in examples/ runs as a user would run it (its --quick setting), in a fresh process."""
+"""Each script in examples/ runs as a user would run it (its --quick setting), from start to end."""
 import csv
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,20 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, *args, cwd: Path) -> str:
-    """Run examples/NAME.py --quick ARGS in ``cwd``; return its stdout."""
-    done = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
+def run_example(name: str, *args, cwd: Path, capsys=None) -> str:
+    """Run examples/NAME.py --quick ARGS in ``cwd``; return its stdout. With ``capsys``, in this process
+    (as ``python NAME.py`` would run it, without paying for a new TensorFlow); without, in a new process,
+    for a script that must set TensorFlow up before anything else has."""
+    argv = [str(EXAMPLES / name), "--quick", *map(str, args)]
+    if capsys is None:
+        done = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", argv)
+        runpy.run_path(argv[0], run_name="__main__")
+    return capsys.readouterr().out
 
 
 def number(pattern: str, text: str) -> float:
@@ -24,8 +33,8 @@ def number(pattern: str, text: str) -> float:
     return float(found.group(1).replace(",", ""))
 
 
-def test_create_and_extract(tmp_path):
-    out = run_example("create_and_extract.py", cwd=tmp_path)
+def test_create_and_extract(tmp_path, capsys):
+    out = run_example("create_and_extract.py", cwd=tmp_path, capsys=capsys)
     assert "classifier: (None, 16, 16, 3) -> (None, 5)" in out
     assert len(re.findall(r"stage at stride \d+ .*: kNN accuracy", out)) == 3
     # digits 5-9 were never seen in pretraining; chance is 0.2
@@ -35,8 +44,8 @@ def test_create_and_extract(tmp_path):
     assert list(tmp_path.iterdir()) == []  # writes nothing
 
 
-def test_finetune_folder(tmp_path):
-    out = run_example("finetune_folder.py", "--out", tmp_path / "ff", cwd=tmp_path)
+def test_finetune_folder(tmp_path, capsys):
+    out = run_example("finetune_folder.py", "--out", tmp_path / "ff", cwd=tmp_path, capsys=capsys)
     assert sorted(p.name for p in (tmp_path / "ff" / "images").iterdir()) == ["5", "6", "7", "8", "9"]
     assert len(list((tmp_path / "ff" / "images").glob("*/*.png"))) == 150
     assert re.search(r"^stage1\s+frozen\s+0 / ", out, re.M) and re.search(r"^head\s+trainable", out, re.M)
@@ -48,8 +57,8 @@ def test_finetune_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_lora_vit(tmp_path):
-    out = run_example("lora_vit.py", "--out", tmp_path, cwd=tmp_path)
+def test_lora_vit(tmp_path, capsys):
+    out = run_example("lora_vit.py", "--out", tmp_path, cwd=tmp_path, capsys=capsys)
     before = number(r"trainable parameters ([\d,]+) ->", out)
     after = number(r"trainable parameters [\d,]+ -> ([\d,]+)", out)
     assert after < before / 5
@@ -58,8 +67,8 @@ def test_lora_vit(tmp_path):
     assert (tmp_path / "vit_pico_digits04.weights.h5").is_file() and (tmp_path / "vit_pico_lora.keras").is_file()
 
 
-def test_hyperparameter_search(tmp_path):
-    out = run_example("hyperparameter_search.py", "--out", tmp_path / "search", cwd=tmp_path)
+def test_hyperparameter_search(tmp_path, capsys):
+    out = run_example("hyperparameter_search.py", "--out", tmp_path / "search", cwd=tmp_path, capsys=capsys)
     with open(tmp_path / "search" / "trials.csv") as f:
         trials = list(csv.DictReader(f))
     assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]

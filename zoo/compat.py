@@ -136,6 +136,19 @@ def variable_index(optimizer: keras.optimizers.Optimizer, variable) -> int:
     return optimizer._get_variable_index(variable)  # private: keyed like Keras's own slot lookup
 
 
+def build_for_fit(model: keras.Model, element_spec) -> None:
+    """Build a compiled model's metrics, loss and optimizer before ``fit``: private Trainer._symbolic_build.
+
+    Without a distribution strategy, Keras 3.15's TensorFlow trainer defers this to the first trace of the
+    train step; the metric variables are then created inside that trace, and TensorFlow traces the whole
+    step a second time without them (seconds for a ViT on a CPU, once per ``compile``). Checked Keras
+    3.15.1; where the name is gone, ``fit`` builds as before, only slower.
+    """
+    if hasattr(model, "_symbolic_build"):
+        batch = tf.nest.map_structure(lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), element_spec)
+        model._symbolic_build(data_batch=batch)  # private: what fit does itself under a strategy
+
+
 # ---------------------------------------------------------------- keras: multi-worker training
 
 def patch_keras_for_multi_worker() -> bool:

@@ -60,7 +60,11 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class EpochEnd(keras.callbacks.Callback):
-    """Call ``end_epoch(logs)`` after every finished epoch whose loss is finite; remember a diverged one."""
+    """Call ``end_epoch(logs)`` after every finished epoch whose losses are finite; remember a diverged one.
+
+    A finite training loss with a non-finite validation loss has diverged too: the weights or the BatchNorm
+    statistics overflowed during the epoch, and what the model predicts is no longer a number.
+    """
 
     def __init__(self, end_epoch: Callable[[dict], None]):
         super().__init__()
@@ -68,7 +72,8 @@ class EpochEnd(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        if not math.isfinite(logs.get("loss", 0.0)):
-            self.diverged = True  # Keras's TerminateOnNaN has stopped the epoch; nothing of it is kept
+        if not all(math.isfinite(logs.get(key, 0.0)) for key in ("loss", "val_loss")):
+            self.diverged = True  # nothing of the epoch is kept
+            self.model.stop_training = True  # TerminateOnNaN stops on the training loss only
             return
         self.end_epoch(logs)

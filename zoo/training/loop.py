@@ -318,9 +318,10 @@ class _Finetune:
         target.compile(optimizer=optimizer, loss=loss_for(model), metrics=["accuracy"],
                        jit_compile=config.jit_compile,
                        steps_per_execution=steps if split is not None else 1)
-        # Built before fit: otherwise the first train step creates the slots while tracing, and TensorFlow
-        # traces it again without them (about a second of a small model's first epoch on a CPU).
+        # Built before fit: otherwise the first train step creates the metrics and the optimizer's slots while
+        # tracing, and TensorFlow traces the whole step again without them.
         target.optimizer.build(target.trainable_variables)
+        compat.build_for_fit(target, examples.batch(batch).element_spec)
         if resumed is not None and state.phase_epoch > 0 and resumed.get("optimizer"):
             for variable, value in zip(target.optimizer.variables, resumed["optimizer"]):
                 variable.assign(value)

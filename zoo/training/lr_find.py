@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from zoo import compat
 from zoo.errors import InvalidArgumentError
 from zoo.evaluation import loss_for
 from zoo.training.optim import make_optimizer
@@ -80,6 +81,7 @@ def lr_find(model: keras.Model, data, *, start: float = 1e-7, end: float = 10.0,
     sweep = _Sweep(start, end, steps)
     model.compile(optimizer=make_optimizer(optimizer, start), loss=loss_for(model))
     model.optimizer.build(model.trainable_variables)  # before fit: one trace of the train step, not two
+    compat.build_for_fit(model, data.element_spec)
     # one epoch of `steps` batches, the data repeated as needed: a small dataset is not dozens of short epochs
     model.fit(data.repeat(), epochs=1, steps_per_epoch=steps, callbacks=[sweep], shuffle=False, verbose=0)
     model.set_weights(saved)
