@@ -12,6 +12,7 @@ SPLIT_PER_TEST = {"test_architectures.py", "test_examples.py", "test_factory.py"
                   "test_tuning.py"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name not in SPLIT_PER_TEST:

@@ -14,7 +14,8 @@ def test_list_prints_a_table_of_matching_models():
     lines = out.stdout.splitlines()
     assert lines[0].split()[:3] == ["model", "family", "input"]
     assert any(line.startswith("efficientnet_b0.imagenet ") and "224x224x3" in line for line in lines)
-    assert lines[-1] == "15 models"
+    assert any(line.startswith("efficientnet_b0.ra_in1k ") and "keras-hub" in line for line in lines)  # timm
+    assert lines[-1] == "16 models"
 
 
 def test_info_shows_input_preprocessing_stages_weights_and_licence():

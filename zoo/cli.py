@@ -26,14 +26,19 @@ log = logging.getLogger(__name__)
 def cmd_list(args) -> int:
     if args.family is not None and args.family not in families():
         raise InvalidArgumentError(f"unknown family '{args.family}': use one of {', '.join(families())}")
+    sources = sorted({s.source for s in specs()})
+    if args.source is not None and args.source not in sources:
+        raise InvalidArgumentError(f"unknown source '{args.source}': use one of {', '.join(sources)}")
     names = list_models(args.pattern, pretrained=True if args.pretrained else None, family=args.family)
     rows = []
     for name in names:
         spec, weight = resolve(name)
+        if args.source is not None and spec.source != args.source:
+            continue
         h, w = spec.image_size(weight)  # the size the name builds at: its weights', else the architecture's
         rows.append([name, spec.family, f"{h}x{w}x{spec.input_size[2]}", weight.dataset if weight else "-",
-                     spec.source])
-    print(table(rows, ["model", "family", "input", "pretrained on", "source"]))
+                     spec.source, weight.license.split(" (")[0] if weight else "-"])
+    print(table(rows, ["model", "family", "input", "pretrained on", "source", "licence"]))
     print(f"{len(rows)} models")
     return 0
 
@@ -499,6 +504,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'efficientnet*'")
     p.add_argument("--pretrained", action="store_true", help="only models with pretrained weights")
     p.add_argument("--family", help="only this family, e.g. resnet")
+    p.add_argument("--source", help="only this source: keras.applications, keras-zoo or keras-hub")
 
     p = sub("info", "describe a catalog model", "keras-zoo info efficientnet_b0.imagenet", cmd_info)
     p.add_argument("name")

@@ -149,6 +149,16 @@ def build_for_fit(model: keras.Model, element_spec) -> None:
         model._symbolic_build(data_batch=batch)  # private: what fit does itself under a strategy
 
 
+def hub_file(handle: str, name: str) -> str:
+    """One file of a hub checkpoint, downloaded into keras-hub's own cache: private
+    keras_hub.src.utils.preset_utils.get_file (keras-hub has no public download); checked keras-hub 0.32.0."""
+    try:
+        from keras_hub.src.utils.preset_utils import get_file
+    except ImportError as e:
+        raise _unsupported("downloading hub checkpoints", "keras_hub preset_utils.get_file") from e
+    return get_file(handle, name)  # private: what Backbone.from_preset downloads through
+
+
 # ---------------------------------------------------------------- keras: multi-worker training
 
 def patch_keras_for_multi_worker() -> bool:

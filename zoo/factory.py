@@ -41,10 +41,12 @@ def create_model(
     """Build a catalog model as a plain ``keras.Model`` that takes raw 0-255 images.
 
     Args:
-        name: ``"arch.tag"`` or a bare ``"arch"`` (its default tag); see ``zoo.list_models()``.
+        name: ``"arch.tag"`` or a bare ``"arch"`` (its default tag); see ``zoo.list_models()``. Or a local
+            checkpoint directory keras-hub reads (a keras-hub preset, or a transformers or timm checkpoint:
+            ``config.json`` and ``model.safetensors``), or a hub handle (``hf://org/name``, ``kaggle://...``).
         num_classes: None (or 0) for the pooled embedding; N for a fresh Dense head named ``"head"``.
-        pretrained: True (the name's tag), a tag, False (random weights), or a path to a
-            ``.weights.h5`` / ``.h5`` / ``.keras`` file.
+        pretrained: True (the name's tag), a tag, False (random weights), a path to a
+            ``.weights.h5`` / ``.h5`` / ``.keras`` file, or for a keras-hub entry a checkpoint directory.
         input_shape: ``(h, w)`` or ``(h, w, c)``; defaults to the entry's input size.
         in_channels: channels of the input; pretrained first-convolution kernels are adapted as timm does.
         pooling: ``avg``, ``max``, ``token`` (class token), ``flatten`` or ``none``; None takes the
@@ -61,7 +63,16 @@ def create_model(
         >>> model.output.shape
         (None, 10)
     """
-    spec, weight = resolve(name)
+    directory = _directory(name)
+    if isinstance(name, str) and name.startswith(store.HUB_PREFIXES):
+        name, directory = store.hub_name(name)  # a catalog entry's handle, or a checkpoint fetched into the store
+    if directory is not None:
+        from zoo import hub
+
+        spec, weight = hub.spec_for(directory), None
+        pretrained = directory if pretrained is True else pretrained  # its own weights
+    else:
+        spec, weight = resolve(name)
     num_classes = _check_options(spec, num_classes, pooling, dropout, features_only, out_indices)
     weight, weight_file = _pick_weights(spec, weight, name, pretrained)
     shape = _input_shape(spec, input_shape or spec.image_size(weight), in_channels)
@@ -69,8 +80,11 @@ def create_model(
     builder_kwargs = dict(spec.builder_kwargs)
     if spec.preprocessing == "builtin" and not include_preprocessing:
         builder_kwargs["include_preprocessing"] = False
+    checkpoint = _checkpoint(weight_file)
+    if checkpoint is not None:  # keras-hub converts a checkpoint directory as it builds
+        builder_kwargs["checkpoint"] = checkpoint
     body = _build_backbone(spec, shape, builder_kwargs)
-    if weight_file is not None:
+    if weight_file is not None and checkpoint is None:
         _load_backbone_weights(spec, body, shape, builder_kwargs, weight, weight_file)
     entry = _entry(spec, weight, weight_file, shape)
 
@@ -94,6 +108,25 @@ def create_model(
         # random logits over large pretrained features
         x = keras.layers.Dense(num_classes, kernel_initializer="zeros", name=HEAD)(x)
     return keras.Model(inputs, x, name=spec.arch)
+
+
+def _directory(name) -> Path | None:
+    """``name`` as a local checkpoint directory (keras-hub preset, transformers or timm), or None."""
+    if isinstance(name, (str, os.PathLike)) and not str(name).startswith(("hf://", "kaggle://")):
+        path = Path(name).expanduser()
+        return path if path.is_dir() else None
+    return None
+
+
+def _checkpoint(weight_file) -> Path | None:
+    """The checkpoint directory keras-hub builds from: ``weight_file`` itself, or the directory of a
+    ``model.safetensors`` beside its ``config.json``; None for a Keras weights file."""
+    if weight_file is None:
+        return None
+    path = Path(weight_file)
+    if path.is_dir():
+        return path
+    return path.parent if (path.parent / "config.json").is_file() and not str(path).endswith(".h5") else None
 
 
 def _entry(spec: ModelSpec, weight: WeightSpec | None, weight_file, shape) -> Entry:

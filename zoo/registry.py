@@ -97,13 +97,24 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-_CATALOG_MODULES = ("zoo.catalog.keras_apps", "zoo.catalog.native")
+# An architecture name a second source also publishes (timm's resnet50 beside keras.applications'): its tags
+# resolve to that source's spec; the bare name stays the first source's.
+_VARIANTS: dict[str, ModelSpec] = {}
+_CATALOG_MODULES = ("zoo.catalog.keras_apps", "zoo.catalog.native", "zoo.catalog.keras_hub")
 _loaded = False
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    """Add an architecture to the catalog (a later entry with the same arch replaces it)."""
-    _REGISTRY[spec.arch] = spec
+    """Add an architecture to the catalog (a later entry with the same arch and source replaces it; one from
+    another source adds its tags to that name)."""
+    first = _REGISTRY.get(spec.arch)
+    if first is not None and first.source != spec.source:
+        clash = {w.tag for w in first.weights} & {w.tag for w in spec.weights}
+        if clash:
+            raise ValueError(f"{spec.arch}: tags {sorted(clash)} are already {first.source}'s")
+        _VARIANTS[spec.arch] = spec
+    else:
+        _REGISTRY[spec.arch] = spec
     return spec
 
 
@@ -131,7 +142,7 @@ def list_models(pattern: str = "*", pretrained: bool | None = None, family: str 
         ['resnet50.imagenet', 'resnet50v2.imagenet']
     """
     out = []
-    for spec in _catalog().values():
+    for spec in specs():
         if family is not None and spec.family != family:
             continue
         if pretrained is not None and bool(spec.weights) != pretrained:
@@ -141,13 +152,13 @@ def list_models(pattern: str = "*", pretrained: bool | None = None, family: str 
 
 
 def specs() -> list[ModelSpec]:
-    """Every architecture in the catalog."""
-    return list(_catalog().values())
+    """Every architecture in the catalog (an architecture two sources publish, once for each)."""
+    return [*_catalog().values(), *_VARIANTS.values()]
 
 
 def families() -> list[str]:
     """The families in the catalog, sorted."""
-    return sorted({s.family for s in _catalog().values()})
+    return sorted({s.family for s in specs()})
 
 
 def resolve(name: str) -> tuple[ModelSpec, WeightSpec | None]:
@@ -164,6 +175,9 @@ def resolve(name: str) -> tuple[ModelSpec, WeightSpec | None]:
         close = difflib.get_close_matches(arch, catalog, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UnknownModelError(f"unknown model '{name}': {hint}run `keras-zoo list` to see the catalog")
+    variant = _VARIANTS.get(arch)
+    if tag and variant is not None and tag in {w.tag for w in variant.weights}:
+        return variant, variant.weight(tag)
     if tag:
         return spec, spec.weight(tag)
     return spec, (spec.weights[0] if spec.weights else None)
@@ -174,7 +188,8 @@ def requested_weights(spec: ModelSpec, weight: WeightSpec | None, name: str,
     """What ``pretrained=`` asks for, checked without loading anything: catalog weights, a local file, or None.
 
     ``weight`` is the tag ``name`` resolved to; ``pretrained`` is True (that tag), False/None (random
-    weights), a tag, or a path to a ``.weights.h5`` / ``.h5`` / ``.keras`` file.
+    weights), a tag, a path to a ``.weights.h5`` / ``.h5`` / ``.keras`` file, or for a keras-hub entry a
+    checkpoint directory.
 
     Example:
         >>> requested_weights(*resolve("resnet_tiny"), "resnet_tiny", True).tag
@@ -194,6 +209,8 @@ def requested_weights(spec: ModelSpec, weight: WeightSpec | None, name: str,
             raise InvalidArgumentError(f"'{name}' names tag '{weight.tag}' but pretrained='{pretrained}': "
                                        f"give the tag once")
         return tagged
+    if path.is_dir() and spec.source == "keras-hub":
+        return path  # a checkpoint directory: keras-hub builds the backbone from it
     if not str(path).endswith(WEIGHT_SUFFIXES):
         raise InvalidArgumentError(f"pretrained={pretrained!r}: a weights file must end in "
                                    f"{', '.join(WEIGHT_SUFFIXES)}")

@@ -90,6 +90,10 @@ def fetch(spec: ModelSpec, weight: WeightSpec) -> Path:
     """Like ``resolve`` for an already looked-up spec and weight."""
     path = local_path(weight)
     if path.exists():
+        if not readable(path):
+            raise WeightsError(f"{path} is damaged or partial: it was not loaded; delete it and download again "
+                               f"(`keras-zoo weights download {spec.arch}.{weight.tag}`) or import the right file "
+                               f"(`{_import_hint(spec, weight)}`)")
         return verify(spec, weight, path)
     if weight.bundled or weight.url is None or offline():
         reason = "KERAS_ZOO_OFFLINE is set" if offline() else "it has no download URL"
@@ -100,9 +104,31 @@ def fetch(spec: ModelSpec, weight: WeightSpec) -> Path:
     return verify(spec, weight, download(weight))
 
 
+HUB_PREFIXES = ("hf://", "kaggle://")
+HUB_FILES = ("config.json", "model.safetensors")  # a checkpoint directory keras-hub converts
+HUB_OPTIONAL = ("preprocessor_config.json",)
+# config.json fields that make an architecture (transformers', timm's): an import must agree on them
+ARCHITECTURE_KEYS = ("model_type", "architecture", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "patch_size", "embed_dim", "depths")
+
+
 def download(weight: WeightSpec) -> Path:
-    """Download into Keras's cache through ``keras.utils.get_file`` (progress bar, hash check)."""
+    """Download into Keras's cache through ``keras.utils.get_file`` (progress bar, hash check); a hub
+    checkpoint through keras-hub's own caches (Hugging Face's, Kaggle's), copied into the weights store."""
     import keras
+
+    if weight.url.startswith(HUB_PREFIXES):
+        from zoo import compat
+
+        try:
+            for name in HUB_FILES:
+                atomic_copy(compat.hub_file(weight.url, name), local_path(weight).parent / name)
+        except Exception as e:  # keras-hub raises network, permission and missing-file errors alike
+            raise WeightsNotFoundError(
+                f"could not download {weight.url} ({e}); check the network, or fetch its config.json and "
+                f"model.safetensors elsewhere and import the folder with `keras-zoo weights import DIR --model "
+                f"...`") from e
+        return local_path(weight)
 
     try:
         got = keras.utils.get_file(weight.file_name, weight.url, cache_subdir=weight.cache_subdir,
@@ -124,10 +150,59 @@ def import_file(source: str | os.PathLike, name: str) -> Path:
     if weight is None:
         raise WeightsError(f"{spec.arch} has no weights tag to import into; give `arch.tag`")
     source = Path(source).expanduser()
+    if source.is_dir() and (weight.url or "").startswith(HUB_PREFIXES):
+        return _import_checkpoint(source, spec, weight)
     if not source.is_file():
         raise WeightsNotFoundError(f"no such file: {source}; give the path of the downloaded weights file")
     verify(spec, weight, source)
     return atomic_copy(source, local_path(weight))  # a reader never sees half a file, even after a crash
+
+
+def hub_name(handle: str) -> tuple[str | None, Path | None]:
+    """A hub handle as ``(catalog name, None)`` where an entry has it, else ``(None, checkpoint directory)``:
+    the handle's files fetched into the store (``hub/<handle>``), once.
+
+    Example:
+        >>> hub_name("hf://facebook/dinov2-small")
+        ('dinov2_small.lvd142m', None)
+    """
+    from zoo.registry import specs
+
+    for spec in specs():
+        for weight in spec.weights:
+            if weight.url == handle:
+                return f"{spec.arch}.{weight.tag}", None
+    directory = cache_dir() / "hub" / handle.replace("://", "/").replace("/", "__")
+    weight = WeightSpec(tag="hub", file_name=HUB_FILES[-1], url=handle, cache_subdir=str(directory))
+    if not (directory / HUB_FILES[-1]).is_file():
+        if offline():
+            raise WeightsNotFoundError(
+                f"{handle}: its {', '.join(HUB_FILES)} are not in {directory} and KERAS_ZOO_OFFLINE is set; "
+                f"download them on a machine with internet and give create_model that folder")
+        download(weight)
+    return None, directory
+
+
+def _import_checkpoint(source: Path, spec: ModelSpec, weight: WeightSpec) -> Path:
+    """Copy a hub checkpoint directory into the store, after checking keras-hub builds this entry from it."""
+    missing = [name for name in HUB_FILES if not (source / name).is_file()]
+    if missing:
+        raise WeightsNotFoundError(f"{source} has no {', '.join(missing)}: give the folder of {weight.url}'s "
+                                   f"files")
+    from zoo import hub
+
+    config = hub.read_config(source)
+    expected = spec.builder_kwargs.get("config", {})
+    differ = [f"{key} {config.get(key)}" for key in ARCHITECTURE_KEYS
+              if key in expected and config.get(key) != expected[key]]
+    if differ:
+        raise WeightsError(f"{source} holds another architecture than {spec.arch} ({', '.join(differ)}): give the "
+                           f"folder of {weight.url}'s files")
+    target = local_path(weight).parent
+    for name in (*HUB_FILES, *HUB_OPTIONAL):  # the weights file last: where it is, the checkpoint is whole
+        if (source / name).is_file():
+            atomic_copy(source / name, target / name)
+    return target
 
 
 def readable(path: str | os.PathLike) -> bool:
@@ -141,7 +216,24 @@ def readable(path: str | os.PathLike) -> bool:
         import zipfile
 
         return zipfile.is_zipfile(name)
+    if name.endswith(".safetensors"):
+        return _whole_safetensors(Path(name))
     return True
+
+
+def _whole_safetensors(path: Path) -> bool:
+    """Whether a safetensors file is whole: its JSON header parses and the data it describes is all there
+    (a partial download stops short of the last tensor's end)."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        return path.stat().st_size == 8 + size + max(ends, default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
 
 def status(name: str) -> dict:

@@ -1,0 +1,108 @@
+"""Write the parity fixtures of tests/test_hub.py: small random-init checkpoints in each library's own format,
+an input batch, and what the reference implementation computes on it.
+
+    pip install torch timm transformers safetensors   # for this script only: not dependencies of keras-zoo
+    python scripts/make_hub_fixtures.py               # writes tests/fixtures/hub/
+
+Each fixture is a directory as the hub serves it (``config.json`` and ``model.safetensors``, written by the
+library itself), plus ``x.npy`` (raw 0-255 images, NHWC) and ``expected.npy`` (the reference's output on
+them). The timm ResNet-18's 11.7M weights are not committed: ``weights()`` makes them from a seed, here and
+in the test, and the test writes the safetensors file (``manifest.json`` lists the tensors).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hub"
+MEAN, STD = np.array([0.485, 0.456, 0.406], "float32"), np.array([0.229, 0.224, 0.225], "float32")
+
+
+def weights(manifest: list[list], seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic weights for ``[name, shape, dtype]`` tensors: uniform with the fan-in's scale, and for
+    BatchNorm positive scales and variances, so that a deep network's features neither vanish nor explode."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape, dtype in manifest:
+        if dtype.startswith("int"):
+            out[name] = np.zeros(shape, dtype)
+        elif name.endswith(("running_var", "bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
+            out[name] = rng.uniform(0.5, 1.5, shape).astype(dtype)
+        elif len(shape) == 1:
+            out[name] = rng.uniform(-0.1, 0.1, shape).astype(dtype)
+        else:
+            bound = float(np.sqrt(3.0 / np.prod(shape[1:])))
+            out[name] = rng.uniform(-bound, bound, shape).astype(dtype)
+    return out
+
+
+def _images(size: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3)).astype("float32")
+
+
+def _nchw(x: np.ndarray, mean=MEAN, std=STD):
+    import torch
+
+    return torch.from_numpy(((x / 255.0 - mean) / std).transpose(0, 3, 1, 2).copy())
+
+
+def _save(directory: Path, x: np.ndarray, expected) -> None:
+    np.save(directory / "x.npy", x)
+    np.save(directory / "expected.npy", expected.detach().numpy().astype("float32"))
+    print(f"{directory.name}: expected {tuple(expected.shape)}")
+
+
+def timm_resnet18() -> None:
+    """timm's resnet18, average-pooled features (keras-hub's timm converter)."""
+    import timm
+    import torch
+
+    directory = OUT / "timm_resnet18"
+    directory.mkdir(parents=True, exist_ok=True)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0).eval()
+    manifest = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights(manifest).items()})
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    config = {"architecture": "resnet18", "num_classes": 0, "num_features": 512,
+              "pretrained_cfg": {"input_size": [3, 64, 64], "mean": MEAN.tolist(), "std": STD.tolist()}}
+    (directory / "config.json").write_text(json.dumps(config, indent=1))
+    x = _images(64, 1)
+    with torch.no_grad():
+        _save(directory, x, model(_nchw(x)))
+
+
+def transformers_model(name: str, model_class, config, size: int, mean, std) -> None:
+    """A transformers vision model at its own image size: the class token of its base model's last hidden
+    state (after the final LayerNorm)."""
+    import torch
+
+    torch.manual_seed(0)
+    directory = OUT / name
+    model = model_class(config).eval()
+    model.save_pretrained(directory, safe_serialization=True)
+    (directory / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
+    x = _images(size, 2)
+    with torch.no_grad():
+        base = getattr(model, model.base_model_prefix, model)  # ViTForImageClassification.vit, or the model
+        out = base(pixel_values=_nchw(x, np.array(mean, "float32"), np.array(std, "float32")))
+    _save(directory, x, out.last_hidden_state[:, 0])
+
+
+def main() -> None:
+    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTForImageClassification
+
+    timm_resnet18()
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0)
+    transformers_model("dinov2_tiny", Dinov2Model, Dinov2Config(**small, mlp_ratio=4, patch_size=14, image_size=56),
+                       56, MEAN.tolist(), STD.tolist())
+    # as google/vit-base-patch16-224 is saved (keras-hub's converter reads the "vit." prefix of a classifier)
+    transformers_model("vit_tiny", ViTForImageClassification,
+                       ViTConfig(**small, intermediate_size=64, patch_size=8, image_size=32, num_labels=10), 32,
+                       [0.5] * 3, [0.5] * 3)
+
+
+if __name__ == "__main__":
+    main()

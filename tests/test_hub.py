@@ -1,0 +1,169 @@
+"""Backbones through keras-hub: parity with the reference implementations on the fixtures that
+scripts/make_hub_fixtures.py wrote with timm and transformers, catalog entries that build offline, bad input."""
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.errors import InvalidArgumentError, WeightsError, WeightsNotFoundError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hub"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_hub_fixtures", ROOT / "scripts" / "make_hub_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def timm_resnet18(directory: Path) -> Path:
+    """The timm ResNet-18 checkpoint directory: its config, and the seeded weights the script gave timm."""
+    from safetensors.numpy import save_file
+
+    directory.mkdir()
+    shutil.copy(FIXTURES / "timm_resnet18" / "config.json", directory)
+    manifest = json.loads((FIXTURES / "timm_resnet18" / "manifest.json").read_text())
+    save_file(_script().weights(manifest), str(directory / "model.safetensors"))
+    return directory
+
+
+def relative_error(model, fixture: Path) -> float:
+    want = np.load(fixture / "expected.npy")
+    got = model.predict(np.load(fixture / "x.npy"), verbose=0)
+    assert got.shape == want.shape
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_a_timm_resnet_directory_computes_what_timm_computes(tmp_path):
+    model = zoo.create_model(timm_resnet18(tmp_path / "resnet18"))  # raw 0-255 images, average-pooled
+    assert zoo.entry_of(model).family == "timm_resnet" and zoo.entry_of(model).preprocessing == "torch"
+    assert relative_error(model, FIXTURES / "timm_resnet18") < 1e-4
+
+
+@pytest.mark.parametrize("name", ["dinov2_tiny", "vit_tiny"])
+def test_a_transformers_directory_computes_what_transformers_computes(name):
+    # at the checkpoint's own image size: no position-embedding interpolation, so float32 round-off only
+    model = zoo.create_model(FIXTURES / name)  # the class token, normalised with its preprocessor_config.json
+    assert relative_error(model, FIXTURES / name) < 1e-5
+
+
+def test_a_checkpoint_directory_fine_tunes_and_survives_a_fresh_process(tmp_path):
+    model = zoo.create_model(FIXTURES / "dinov2_tiny", num_classes=3)
+    before = model.get_layer("backbone").get_weights()
+    x = np.random.default_rng(0).uniform(0, 255, (8, 56, 56, 3)).astype("float32")
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((x, np.arange(8) % 3)).batch(4)
+    zoo.finetune(model, (train,), recipe="full", epochs=1, patience=None, verbose=0)
+    after = model.get_layer("backbone").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "w.npz", **{v.path: v.numpy() for v in model.weights})
+    code = textwrap.dedent(f"""
+        import numpy as np, zoo
+        saved = np.load(r"{tmp_path}/w.npz")
+        for v in zoo.load_model(r"{tmp_path}/m.keras").weights:
+            print(v.path, np.abs(v.numpy() - saved[v.path]).max() / max(np.abs(saved[v.path]).max(), 1e-12))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    errors = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines())
+    assert len(errors) == len(model.weights)
+    # keras-hub saves DINOv2's trained position table re-interpolated (bicubic) to the checkpoint's grid and
+    # interpolates it back on load: that one table reloads within 1%, every other weight exactly
+    table = "embeddings/interpolated_position_embeddings"
+    assert float(errors.pop(next(k for k in errors if k.endswith(table)))) < 1e-2
+    assert all(float(e) == 0.0 for e in errors.values())
+
+
+# keras-hub publishes each preset's parameter count: the catalog's configs build the same networks
+@pytest.mark.parametrize("name, input_shape, backbone_class, preset", [
+    ("resnet18.a1_in1k", None, "ResNetBackbone", "resnet_18_imagenet"),
+    ("mobilenetv3_large_100.ra_in1k", None, "MobileNetBackbone", "mobilenet_v3_large_100_imagenet"),
+    ("densenet121.tv_in1k", None, "DenseNetBackbone", "densenet_121_imagenet"),
+    ("dinov2_small.lvd142m", (518, 518), "DINOV2Backbone", "dinov2_small"),  # at its position table's size
+])
+def test_catalog_entries_build_offline_as_keras_hubs_presets(name, input_shape, backbone_class, preset):
+    import keras_hub
+
+    model = zoo.create_model(name, pretrained=False, input_shape=input_shape)
+    published = getattr(keras_hub.models, backbone_class).presets[preset]["metadata"]["params"]
+    assert model.get_layer("backbone").count_params() == published
+    assert zoo.entry_of(model).source == "keras-hub" and zoo.entry_of(model).weights is None
+
+
+def test_catalog_lists_hub_entries_with_their_handles_and_licences():
+    names = zoo.list_models(pretrained=True)
+    assert len([n for n in names if zoo.model_info(n)["source"] == "keras-hub"]) >= 15
+    assert {"dinov2_small.lvd142m", "resnet50.a1_in1k", "resnet50.imagenet", "efficientnet_b0.ra_in1k"} <= set(names)
+    info = zoo.model_info("resnet50.a1_in1k")
+    assert info["source"] == "keras-hub" and info["weights"]["url"] == "hf://timm/resnet50.a1_in1k"
+    assert zoo.model_info("resnet50")["source"] == "keras.applications"  # the bare name keeps its first source
+    assert all(zoo.model_info(n)["weights"]["license"] for n in names)
+
+
+def test_offline_without_the_files_names_the_handle_and_how_to_import():
+    with pytest.raises(WeightsNotFoundError, match="hf://facebook/dinov2-small.*keras-zoo weights import"):
+        zoo.create_model("dinov2_small.lvd142m", num_classes=3)
+
+
+def test_bad_checkpoint_directories_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidArgumentError, match="has no config.json"):
+        zoo.create_model(tmp_path / "empty")
+    (tmp_path / "convnext").mkdir()
+    (tmp_path / "convnext" / "config.json").write_text(json.dumps({"architecture": "convnext_tiny"}))
+    with pytest.raises(InvalidArgumentError, match="keras-hub cannot build this checkpoint.*timm resnet"):
+        zoo.create_model(tmp_path / "convnext", pretrained=False)
+    broken = tmp_path / "broken"
+    shutil.copytree(FIXTURES / "dinov2_tiny", broken)
+    (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:5000])
+    with pytest.raises(WeightsError, match="do not load"):
+        zoo.create_model(broken)
+    with pytest.raises(InvalidArgumentError, match="built at 32x32 .*64x64 is not supported"):
+        zoo.create_model(FIXTURES / "vit_tiny", input_shape=(64, 64))
+
+
+def test_a_checkpoint_imported_into_the_store_builds_its_catalog_entry_offline(tmp_path, monkeypatch):
+    from zoo import weights
+
+    monkeypatch.setattr(weights, "cache_dir", lambda: tmp_path / "store")
+    with pytest.raises(WeightsError, match="another architecture than dinov2_small .hidden_size 32"):
+        weights.import_file(FIXTURES / "dinov2_tiny", "dinov2_small.lvd142m")
+    checkpoint = timm_resnet18(tmp_path / "downloaded")
+    stored = weights.import_file(checkpoint, "resnet18.a1_in1k")
+    assert sorted(p.name for p in stored.iterdir()) == ["config.json", "model.safetensors"]
+    model = zoo.create_model("resnet18.a1_in1k", input_shape=(64, 64))  # KERAS_ZOO_OFFLINE is set
+    assert zoo.entry_of(model).name == "resnet18.a1_in1k"
+    assert relative_error(model, FIXTURES / "timm_resnet18") < 1e-4
+    weights_file = stored / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:-100])  # a partial download
+    with pytest.raises(WeightsError, match="damaged or partial: it was not loaded"):
+        zoo.create_model("resnet18.a1_in1k", input_shape=(64, 64))
+    weights_file = stored / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[:-100])  # a partial download
+    with pytest.raises(WeightsError, match="damaged or partial: it was not loaded"):
+        zoo.create_model("resnet18.a1_in1k", input_shape=(64, 64))
+
+
+def test_a_hub_handle_is_its_catalog_entry_or_a_checkpoint_fetched_into_the_store(tmp_path, monkeypatch):
+    from zoo import weights
+
+    monkeypatch.setattr(weights, "cache_dir", lambda: tmp_path)
+    assert weights.hub_name("hf://facebook/dinov2-small") == ("dinov2_small.lvd142m", None)
+    with pytest.raises(WeightsNotFoundError, match="hf://someone/new-model: its config.json, model.safetensors "
+                                                   "are not in .* KERAS_ZOO_OFFLINE is set"):
+        zoo.create_model("hf://someone/new-model")
+    fetched = tmp_path / "hub" / "hf__someone__new-model"  # as a download leaves it
+    shutil.copytree(FIXTURES / "dinov2_tiny", fetched)
+    model = zoo.create_model("hf://someone/new-model")
+    assert relative_error(model, FIXTURES / "dinov2_tiny") < 1e-5

@@ -1,0 +1,96 @@
+"""Backbones built through keras-hub, from Hugging Face transformers and timm checkpoints, as data.
+
+Each entry carries its checkpoint's own ``config.json`` (the fields keras-hub's converter reads), so the
+architecture builds offline with random weights and ``keras-zoo list`` needs no network; the weights are the
+checkpoint directory at ``url`` (``hf://org/name``), converted by keras-hub on load. The hub publishes no
+hash keras-hub checks, so these files are "unverifiable" in ``keras-zoo weights verify``; no revision is
+pinned yet (the handles name each repository's main branch).
+"""
+from zoo.registry import ModelSpec, WeightSpec, register
+
+IMAGENET = "torch"  # ImageNet mean and std: DINOv2, DeiT, Swin and timm's recipes
+HALF = "tf"  # mean 0.5, std 0.5: Google's ViT releases
+
+
+def _entry(arch, family, config, tag, handle, *, dataset, license, preprocessing=IMAGENET, size=224,
+           pooling="token", fixed_size=False, description="", more=()):
+    """One architecture; ``more``: further ``(tag, handle, dataset)`` checkpoints of it."""
+    weights = tuple(WeightSpec(tag=t, file_name="model.safetensors", url=h, dataset=d, license=license,
+                               input_size=(size, size), cache_subdir=f"hub/{arch}.{t}")
+                    for t, h, d in ((tag, handle, dataset), *more))
+    register(ModelSpec(
+        arch=arch, family=family, source="keras-hub", builder="zoo.hub:build",
+        builder_kwargs={"config": config, **({"fixed_size": True} if fixed_size else {})},
+        input_size=(size, size, 3), preprocessing=preprocessing, pooling=pooling, description=description,
+        weights=weights))
+
+
+def _dinov2(hidden, layers, heads, registers=0):
+    return {"model_type": "dinov2_with_registers" if registers else "dinov2", "hidden_size": hidden,
+            "num_hidden_layers": layers, "num_attention_heads": heads, "mlp_ratio": 4, "patch_size": 14,
+            "image_size": 518, "layerscale_value": 1.0, "use_swiglu_ffn": False, "hidden_dropout_prob": 0.0,
+            "drop_path_rate": 0.0, "num_register_tokens": registers, "layer_norm_eps": 1e-6}
+
+
+def _vit(model_type, hidden, layers, heads, patch=16):
+    return {"model_type": model_type, "hidden_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "intermediate_size": 4 * hidden, "patch_size": patch,
+            "image_size": 224, "qkv_bias": True, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+            "layer_norm_eps": 1e-12}
+
+
+def _swin(embed, depths, heads):
+    return {"model_type": "swin", "embed_dim": embed, "depths": depths, "num_heads": heads, "window_size": 7,
+            "patch_size": 4, "image_size": 224, "mlp_ratio": 4.0, "qkv_bias": True, "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0, "drop_path_rate": 0.1, "layer_norm_eps": 1e-5}
+
+
+def _timm(architecture, features, tag):
+    return {"architecture": architecture, "num_classes": 1000, "num_features": features,
+            "pretrained_cfg": {"tag": tag, "input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406],
+                               "std": [0.229, 0.224, 0.225]}}
+
+
+LVD = dict(dataset="lvd-142m (self-supervised)", license="Apache-2.0 (facebookresearch/dinov2)", size=224)
+for _size, (_hidden, _layers, _heads) in {"small": (384, 12, 6), "base": (768, 12, 12),
+                                          "large": (1024, 24, 16)}.items():
+    _entry(f"dinov2_{_size}", "dinov2", _dinov2(_hidden, _layers, _heads), "lvd142m",
+           f"hf://facebook/dinov2-{_size}", **LVD,
+           description=f"DINOv2 ViT-{_size[0].upper()}/14, self-supervised (Oquab et al. 2023)")
+_entry("dinov2_reg_small", "dinov2", _dinov2(384, 12, 6, registers=4), "lvd142m",
+       "hf://facebook/dinov2-with-registers-small", **LVD,
+       description="DINOv2 ViT-S/14 with 4 register tokens (Darcet et al. 2024)")
+
+GOOGLE = dict(license="Apache-2.0 (google-research/vision_transformer)", preprocessing=HALF, fixed_size=True)
+_entry("vit_base_patch16_224", "vit", _vit("vit", 768, 12, 12), "in21k", "hf://google/vit-base-patch16-224-in21k",
+       dataset="imagenet-21k", **GOOGLE, description="ViT-B/16 (Dosovitskiy et al. 2021)",
+       more=[("in21k_ft_in1k", "hf://google/vit-base-patch16-224", "imagenet-21k, then imagenet-1k")])
+_entry("vit_base_patch32_224", "vit", _vit("vit", 768, 12, 12, patch=32), "in21k",
+       "hf://google/vit-base-patch32-224-in21k", dataset="imagenet-21k", **GOOGLE, description="ViT-B/32")
+_entry("vit_large_patch16_224", "vit", _vit("vit", 1024, 24, 16), "in21k", "hf://google/vit-large-patch16-224-in21k",
+       dataset="imagenet-21k", **GOOGLE, description="ViT-L/16")
+
+DEIT = dict(dataset="imagenet-1k", license="Apache-2.0 (facebookresearch/deit)", fixed_size=True)
+for _size, (_hidden, _heads) in {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}.items():
+    _entry(f"deit_{_size}_distilled_patch16_224", "deit", _vit("deit", _hidden, 12, _heads), "fb_in1k",
+           f"hf://facebook/deit-{_size}-distilled-patch16-224", **DEIT,
+           description=f"DeiT-{_size[0].upper()} distilled (Touvron et al. 2021)")
+
+SWIN = dict(license="Apache-2.0 (microsoft/Swin-Transformer)", pooling="avg", fixed_size=True)
+_entry("swin_tiny_patch4_window7_224", "swin", _swin(96, [2, 2, 6, 2], [3, 6, 12, 24]), "ms_in1k",
+       "hf://microsoft/swin-tiny-patch4-window7-224", dataset="imagenet-1k", **SWIN, description="Swin-T")
+_entry("swin_small_patch4_window7_224", "swin", _swin(96, [2, 2, 18, 2], [3, 6, 12, 24]), "ms_in1k",
+       "hf://microsoft/swin-small-patch4-window7-224", dataset="imagenet-1k", **SWIN, description="Swin-S")
+_entry("swin_base_patch4_window7_224", "swin", _swin(128, [2, 2, 18, 2], [4, 8, 16, 32]), "ms_in22k_ft_in1k",
+       "hf://microsoft/swin-base-patch4-window7-224", dataset="imagenet-22k, then imagenet-1k", **SWIN,
+       description="Swin-B")
+
+TIMM = dict(dataset="imagenet-1k", pooling="avg")
+for _arch, _family, _features, _tag, _license in [
+        ("resnet18", "timm_resnet", 512, "a1_in1k", "Apache-2.0 (timm)"),
+        ("resnet50", "timm_resnet", 2048, "a1_in1k", "Apache-2.0 (timm)"),
+        ("efficientnet_b0", "timm_efficientnet", 1280, "ra_in1k", "Apache-2.0 (timm)"),
+        ("mobilenetv3_large_100", "timm_mobilenet", 1280, "ra_in1k", "Apache-2.0 (timm)"),
+        ("densenet121", "timm_densenet", 1024, "tv_in1k", "BSD-3-Clause (torchvision, through timm)")]:
+    _entry(_arch, _family, _timm(_arch, _features, _tag), _tag, f"hf://timm/{_arch}.{_tag}", license=_license,
+           **TIMM, description=f"timm's {_arch}.{_tag}, converted by keras-hub")
