@@ -131,6 +131,10 @@ def test_bad_checkpoint_directories_are_one_line_errors(tmp_path):
         zoo.create_model(broken)
     with pytest.raises(InvalidArgumentError, match="built at 32x32 .*64x64 is not supported"):
         zoo.create_model(FIXTURES / "vit_tiny", input_shape=(64, 64))
+    with pytest.raises(InvalidArgumentError, match="in_channels=1 with a checkpoint's weights"):
+        zoo.create_model(FIXTURES / "dinov2_tiny", in_channels=1)
+    gray = zoo.create_model(FIXTURES / "dinov2_tiny", in_channels=1, pretrained=False)  # random weights: any
+    assert gray.input.shape == (None, 56, 56, 1)
 
 
 def test_a_checkpoint_imported_into_the_store_builds_its_catalog_entry_offline(tmp_path, monkeypatch):

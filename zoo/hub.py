@@ -112,6 +112,9 @@ def build(input_shape: tuple[int, int, int], *, config: dict | None, checkpoint:
 
     if checkpoint is not None:
         config = read_config(checkpoint)
+        if input_shape[2] != 3:
+            raise InvalidArgumentError(f"in_channels={input_shape[2]} with a checkpoint's weights is not supported "
+                                       f"for keras-hub backbones yet: give 3-channel images, or pretrained=False")
     native = _native_size(config)
     if fixed_size and native is not None and tuple(input_shape[:2]) != native:
         raise InvalidArgumentError(f"this backbone is built at {native[0]}x{native[1]} (its position table); "
