@@ -112,7 +112,7 @@ def create_model(
 
 def _directory(name) -> Path | None:
     """``name`` as a local checkpoint directory (keras-hub preset, transformers or timm), or None."""
-    if isinstance(name, (str, os.PathLike)) and not str(name).startswith(("hf://", "kaggle://")):
+    if isinstance(name, (str, os.PathLike)) and not str(name).startswith(store.HUB_PREFIXES):
         path = Path(name).expanduser()
         return path if path.is_dir() else None
     return None

@@ -24,11 +24,10 @@ from zoo.registry import ModelSpec, specs
 log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
-WEIGHT_FILES = ("model.safetensors", "model.weights.h5")  # transformers and timm; keras-hub's own
-# What keras-hub 0.32 converts (keras_hub/src/utils/{transformers,timm}/preset_loader.py), for error messages.
 # Fields of a transformers config that keras-hub 0.32's converter drops, as constructor arguments: its ViT
 # converter leaves LayerNorm's epsilon at 1e-6 where the checkpoint says 1e-12 (1e-3 off on the parity fixture).
 DROPPED = {"vit": {"layer_norm_epsilon": "layer_norm_eps"}}
+# What keras-hub 0.32 converts (keras_hub/src/utils/{transformers,timm}/preset_loader.py), for error messages.
 SUPPORTED = ("keras-hub presets; transformers vision models of type vit, deit, dinov2, dinov2_with_registers, "
              "swin; timm resnet*, efficientnet*, mobilenet*, densenet*, vgg*, cspnet*")
 
@@ -54,9 +53,9 @@ def spec_for(directory: Path) -> ModelSpec:
     """A catalog-like entry for a checkpoint directory: its architecture from ``config.json``; its input
     normalisation from the checkpoint's preprocessing config, else the catalog family's, else ImageNet's."""
     config = read_config(directory)
-    family = str(config.get("model_type") or config.get("architecture") or config.get("registered_name"))
-    known = next((s for s in specs() if s.source == "keras-hub" and s.builder_kwargs.get("config", {}).get(
-        "model_type", s.builder_kwargs.get("config", {}).get("architecture")) == family), None)
+    family = _kind(config)
+    known = next((s for s in specs() if s.source == "keras-hub" and _kind(s.builder_kwargs["config"]) == family),
+                 None)
     size = _native_size(config)
     fixed = known.builder_kwargs.get("fixed_size", False) if known else False
     preprocessing, said = _normalisation(directory, config)
@@ -69,6 +68,11 @@ def spec_for(directory: Path) -> ModelSpec:
                                                                                     else {})},
                      input_size=(*(size or (224, 224)), 3), preprocessing=preprocessing,
                      pooling=known.pooling if known else "avg", description=f"{directory}: {said}")
+
+
+def _kind(config: dict) -> str:
+    """The architecture a ``config.json`` names: transformers' model_type, timm's architecture, keras-hub's class."""
+    return str(config.get("model_type") or config.get("architecture") or config.get("registered_name"))
 
 
 def _normalisation(directory: Path, config: dict) -> tuple[str | None, str]:
@@ -92,20 +96,12 @@ def _normalisation(directory: Path, config: dict) -> tuple[str | None, str]:
     return "none", f"no preprocessing inside: normalise with its {source}'s mean and std"
 
 
-def checkpoint_format(config: dict) -> str:
-    """``keras-hub``, ``transformers`` or ``timm``: how keras-hub reads a ``config.json``."""
-    if "registered_name" in config:
-        return "keras-hub"
-    return "transformers" if "model_type" in config else "timm"
-
-
 def build(input_shape: tuple[int, int, int], *, config: dict | None, checkpoint: str | Path | None = None,
-          tower: str | None = None, fixed_size: bool = False, **kwargs) -> keras.Model:
+          fixed_size: bool = False, **kwargs) -> keras.Model:
     """A keras-hub backbone at ``input_shape``: random weights from ``config``, or ``checkpoint``'s weights.
 
-    ``tower`` takes one attribute of the backbone (``vision_encoder`` of a two-tower model). ``fixed_size``:
-    the architecture's position table fixes its input size (keras-hub ViT, DeiT, Swin). Other keyword
-    arguments go to the backbone's constructor.
+    ``fixed_size``: the architecture's position table fixes its input size (keras-hub ViT, DeiT, Swin).
+    Other keyword arguments go to the backbone's constructor.
     """
     import keras_hub
     from safetensors import SafetensorError
@@ -137,8 +133,6 @@ def build(input_shape: tuple[int, int, int], *, config: dict | None, checkpoint:
                                    f"{SUPPORTED}") from e
     except (OSError, KeyError, SafetensorError) as e:  # a missing tensor, a truncated or corrupt file
         raise WeightsError(f"the weights in {checkpoint} do not load ({e}): download the checkpoint again") from e
-    if tower:
-        body = getattr(body, tower)
     if isinstance(body.input, dict):  # DINOv2 names its one input: the same graph, taking a tensor
         body = keras.Model(body.inputs[0], body.output, name=body.name)
     if tuple(body.input.shape[1:3]) != tuple(input_shape[:2]) and None not in body.input.shape[1:3]:

@@ -172,9 +172,10 @@ def hub_name(handle: str) -> tuple[str | None, Path | None]:
         for weight in spec.weights:
             if weight.url == handle:
                 return f"{spec.arch}.{weight.tag}", None
-    directory = cache_dir() / "hub" / handle.replace("://", "/").replace("/", "__")
-    weight = WeightSpec(tag="hub", file_name=HUB_FILES[-1], url=handle, cache_subdir=str(directory))
-    if not (directory / HUB_FILES[-1]).is_file():
+    weight = WeightSpec(tag="hub", file_name=HUB_FILES[-1], url=handle,
+                        cache_subdir="hub/" + handle.replace("://", "/").replace("/", "__"))
+    directory = local_path(weight).parent
+    if not local_path(weight).is_file():
         if offline():
             raise WeightsNotFoundError(
                 f"{handle}: its {', '.join(HUB_FILES)} are not in {directory} and KERAS_ZOO_OFFLINE is set; "
@@ -199,7 +200,7 @@ def _import_checkpoint(source: Path, spec: ModelSpec, weight: WeightSpec) -> Pat
         raise WeightsError(f"{source} holds another architecture than {spec.arch} ({', '.join(differ)}): give the "
                            f"folder of {weight.url}'s files")
     target = local_path(weight).parent
-    for name in (*HUB_FILES, *HUB_OPTIONAL):  # the weights file last: where it is, the checkpoint is whole
+    for name in (*HUB_OPTIONAL, *HUB_FILES):  # the weights file last: where it is, the checkpoint is whole
         if (source / name).is_file():
             atomic_copy(source / name, target / name)
     return target
