@@ -213,6 +213,23 @@ class ClassToken(layers.Layer):
         return ops.concatenate([token, inputs], axis=1)
 
 
+def resize_positions(table, grid: tuple[int, int], new_grid: tuple[int, int], num_prefix_tokens: int,
+                     interpolation: str = "bilinear"):
+    """A position table ``(1, prefix + rows * cols, width)`` for another grid: the rows of the leading
+    ``num_prefix_tokens`` tokens (class, distillation) kept, the grid resized as an image (timm's
+    ``resample_abs_pos_embed``, which is bicubic).
+
+    Example:
+        >>> resize_positions(ops.zeros((1, 5, 8)), (2, 2), (4, 4), 1).shape
+        TensorShape([1, 17, 8])
+    """
+    dim = table.shape[-1]
+    prefix = table[:, :num_prefix_tokens]
+    image = ops.reshape(table[:, num_prefix_tokens:], (1, *grid, dim))
+    image = ops.image.resize(image, new_grid, interpolation=interpolation)
+    return ops.concatenate([prefix, ops.reshape(image, (1, new_grid[0] * new_grid[1], dim))], axis=1)
+
+
 @keras.saving.register_keras_serializable(package="keras_zoo")
 class PositionEmbedding(layers.Layer):
     """Learned position embeddings, stored for ``grid_size`` and interpolated to ``input_grid``.
@@ -249,12 +266,7 @@ class PositionEmbedding(layers.Layer):
         """The embeddings for ``input_grid``: (1, prefix + rows * cols, width)."""
         if self.input_grid == self.grid_size:
             return self.embedding
-        dim = self.embedding.shape[-1]
-        prefix = self.embedding[:, : self.num_prefix_tokens]
-        grid = ops.reshape(self.embedding[:, self.num_prefix_tokens:], (1, *self.grid_size, dim))
-        grid = ops.image.resize(grid, self.input_grid, interpolation="bilinear")
-        grid = ops.reshape(grid, (1, self.input_grid[0] * self.input_grid[1], dim))
-        return ops.concatenate([prefix, grid], axis=1)
+        return resize_positions(self.embedding, self.grid_size, self.input_grid, self.num_prefix_tokens)
 
     def call(self, inputs):
         return inputs + ops.cast(self.resized(), inputs.dtype)

@@ -44,7 +44,7 @@ print(f"pretrained on digits 0-4: test accuracy {result.metrics['test_accuracy']
 weights = out / "vit_pico_digits04.weights.h5"
 zoo.save_backbone_weights(result.model, weights)
 
-# 2. LoRA on digits 5-9: adapters on every dense and attention projection of the backbone
+# 2. LoRA on digits 5-9: adapters on the query and value projections of every attention block (as in the LoRA paper)
 model = zoo.create_model("vit_pico_p4", num_classes=5, pretrained=weights, input_shape=SIZE)
 before = trainable(model)
 adapted = zoo.apply_lora(model, rank=4)

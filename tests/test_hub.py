@@ -129,8 +129,6 @@ def test_bad_checkpoint_directories_are_one_line_errors(tmp_path):
     (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:5000])
     with pytest.raises(WeightsError, match="do not load"):
         zoo.create_model(broken)
-    with pytest.raises(InvalidArgumentError, match="built at 32x32 .*64x64 is not supported"):
-        zoo.create_model(FIXTURES / "vit_tiny", input_shape=(64, 64))
     with pytest.raises(InvalidArgumentError, match="in_channels=1 with a checkpoint's weights"):
         zoo.create_model(FIXTURES / "dinov2_tiny", in_channels=1)
     gray = zoo.create_model(FIXTURES / "dinov2_tiny", in_channels=1, pretrained=False)  # random weights: any
@@ -153,10 +151,6 @@ def test_a_checkpoint_imported_into_the_store_builds_its_catalog_entry_offline(t
     weights_file.write_bytes(weights_file.read_bytes()[:-100])  # a partial download
     with pytest.raises(WeightsError, match="damaged or partial: it was not loaded"):
         zoo.create_model("resnet18.a1_in1k", input_shape=(64, 64))
-    weights_file = stored / "model.safetensors"
-    weights_file.write_bytes(weights_file.read_bytes()[:-100])  # a partial download
-    with pytest.raises(WeightsError, match="damaged or partial: it was not loaded"):
-        zoo.create_model("resnet18.a1_in1k", input_shape=(64, 64))
 
 
 def test_a_hub_handle_is_its_catalog_entry_or_a_checkpoint_fetched_into_the_store(tmp_path, monkeypatch):
@@ -171,3 +165,117 @@ def test_a_hub_handle_is_its_catalog_entry_or_a_checkpoint_fetched_into_the_stor
     shutil.copytree(FIXTURES / "dinov2_tiny", fetched)
     model = zoo.create_model("hf://someone/new-model")
     assert relative_error(model, FIXTURES / "dinov2_tiny") < 1e-5
+
+
+# keras-hub's own pyramid outputs (P2 is stride 4) are where the catalog says each timm stage ends
+@pytest.mark.parametrize("arch", ["resnet50", "efficientnet_b0", "mobilenetv3_large_100", "densenet121"])
+def test_timm_stages_end_at_keras_hubs_pyramid_levels(arch):
+    from zoo import hub
+
+    spec = next(s for s in zoo.registry.specs() if s.arch == arch and s.source == "keras-hub")
+    body = hub.build((64, 64, 3), **spec.builder_kwargs)
+    pyramid = getattr(body, "pyramid_outputs", None)  # MobileNetV3 has none in keras-hub
+    for stride, name in spec.stages.items():
+        if pyramid:
+            assert body.get_layer(name).output is pyramid[f"P{stride.bit_length() - 1}"]
+    model = zoo.create_model(f"{arch}.{spec.weights[0].tag}", pretrained=False, features_only=True,
+                             input_shape=(64, 64))
+    assert [v.shape[1] for v in model.output.values()] == [64 // s for s in sorted(spec.stages)]
+
+
+def dinov2_block(path: str) -> int | None:
+    """The encoder block a variable of the DINOv2 fixture belongs to (None outside the encoder)."""
+    parts = path.split("/")
+    return int(parts[parts.index("encoder") + 1].removeprefix("layers_")) if "encoder" in parts else None
+
+
+def test_a_dinov2_checkpoint_freezes_and_decays_block_by_block():
+    import keras
+
+    from zoo.training import group_multipliers, groups, make_optimizer
+
+    model = zoo.create_model(FIXTURES / "dinov2_tiny", num_classes=3)  # 2 blocks: one group each, then the head
+    gs = groups(model)
+    assert [g.name for g in gs] == ["stage1", "stage2", "head"]
+    assert [layer.name for layer in gs[1].layers] == ["layers_1", "layernorm"]
+    assert sum(g.params for g in gs) == model.count_params()
+    # timm's layer decay: the head at 1, the top block at d, the embeddings and the first block at d**2
+    optimizer = make_optimizer("adam", 1e-3, multipliers=group_multipliers(gs, layer_decay=0.5))
+    for v in model.weights:
+        block = dinov2_block(v.path)
+        want = 1.0 if v.path.startswith("head/") else 0.5 if block == 1 or v.path.startswith("layernorm/") else 0.25
+        assert optimizer.multiplier(v.path) == want, v.path
+
+    zoo.freeze(model)
+    zoo.unfreeze(model, blocks=1)  # the top block, the final norm and the head
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = {v.path: v.numpy().copy() for v in model.weights}
+    x = np.random.default_rng(0).uniform(0, 255, (8, 56, 56, 3)).astype("float32")
+    model.fit(x, np.arange(8) % 3, batch_size=4, epochs=1, verbose=0)
+    changed = {v.path for v in model.weights if not np.array_equal(before[v.path], v.numpy())}
+    want = {v.path for v in model.weights if dinov2_block(v.path) == 1 or v.path.split("/")[0] in ("layernorm", "head")}
+    assert changed == want
+
+
+def test_lora_adapts_a_vits_query_and_value_projections():
+    model = zoo.create_model(FIXTURES / "vit_tiny", num_classes=3)
+    config = json.loads((FIXTURES / "vit_tiny" / "config.json").read_text())
+    depth, width, heads = (config[k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads"))
+    rank = 2
+    assert sorted(zoo.apply_lora(model, rank=rank)) == ["query"] * depth + ["value"] * depth
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    # Keras's EinsumDense adapters: A maps the input to (heads, rank), B the rank to one head's width
+    adapters = width * heads * rank + rank * width // heads
+    assert trainable == depth * 2 * adapters + (width + 1) * 3  # and the head
+    with pytest.raises(InvalidArgumentError, match="no layer matching nothing"):
+        zoo.apply_lora(zoo.create_model(FIXTURES / "vit_tiny", num_classes=3), targets=("nothing",))
+
+
+def test_a_vit_checkpoint_at_another_size_resizes_its_position_grid_as_an_image(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    # the fixture's 4x4 grid of positions made a quadratic surface in every channel: resized as an image with
+    # pixel centres at half steps, by cubic convolution (timm's and keras-hub's way: Keys' kernel reproduces
+    # quadratics, where bilinear would not), it stays that surface sampled at the new centres, away from the
+    # border that the interpolation clamps
+    checkpoint = tmp_path / "vit"
+    shutil.copytree(FIXTURES / "vit_tiny", checkpoint)
+    tensors = load_file(checkpoint / "model.safetensors")
+    key = "vit.embeddings.position_embeddings"
+    rows, columns = np.meshgrid(np.arange(4.0), np.arange(4.0), indexing="ij")
+    surface = 0.5 + 0.3 * rows - 0.2 * columns + 0.05 * rows**2
+    table = tensors[key].copy()
+    table[0, 1:] = np.repeat(surface.reshape(16, 1), 32, axis=1)
+    tensors[key] = table
+    save_file(tensors, str(checkpoint / "model.safetensors"))
+
+    native = zoo.create_model(checkpoint)
+    model = zoo.create_model(checkpoint, input_shape=(128, 128))  # a 16x16 grid
+    assert model.output.shape == (None, 32)
+    got = {v.path: v.numpy() for v in model.get_layer("backbone").weights}
+    for v in native.get_layer("backbone").weights:  # every other weight is the checkpoint's
+        if "position" not in v.path:
+            np.testing.assert_array_equal(got[v.path], v.numpy())
+    resized = next(value for path, value in got.items() if "position" in path).reshape(257, 32)
+    np.testing.assert_array_equal(resized[0], table[0, 0])  # the class token's row is kept
+    centre = (np.arange(16.0) + 0.5) / 4 - 0.5  # new pixel centres in the old grid's coordinates
+    want = 0.5 + 0.3 * centre[:, None] - 0.2 * centre[None, :] + 0.05 * centre[:, None] ** 2
+    inner = slice(6, 10)  # whose four cubic taps (old pixels 0..3) all lie inside the old grid
+    np.testing.assert_allclose(resized[1:].reshape(16, 16, 32)[inner, inner, 0], want[inner, inner], atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="cannot build .*60x60|divisible"):
+        zoo.create_model(checkpoint, input_shape=(60, 60))
+
+
+def test_info_on_a_checkpoint_directory_says_where_its_normalisation_comes_from(tmp_path, capsys):
+    from zoo import cli
+
+    bare = tmp_path / "vit_without_preprocessor"
+    shutil.copytree(FIXTURES / "vit_tiny", bare, ignore=shutil.ignore_patterns("preprocessor_config.json"))
+    assert cli.main(["info", str(bare)]) == 0
+    out = capsys.readouterr().out
+    assert "the catalog family vit's mean and std (the checkpoint has no preprocessing config)" in out
+    assert "preprocessing  tf" in out  # Google's ViT: mean and std 0.5
+    assert cli.main(["info", str(FIXTURES / "dinov2_tiny")]) == 0
+    out = capsys.readouterr().out
+    assert "mean and std from its preprocessor_config.json" in out and "preprocessing  torch" in out
+    assert "stages         1: encoder/layers_0, 2: encoder/layers_1" in out

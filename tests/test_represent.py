@@ -96,7 +96,7 @@ def test_bad_inputs_are_one_line_errors(digits_model, images):
         zoo.intermediates(digits_model, images, stages=["stage1_blok2_out"])
     with pytest.raises(InvalidArgumentError, match=r"takes images of shape \(16, 16, 3\)"):
         zoo.intermediates(digits_model, images[:, :8])
-    with pytest.raises(InvalidArgumentError, match="declares no stages"):
+    with pytest.raises(InvalidArgumentError, match="declares no stage outputs"):
         zoo.intermediates(tiny_model(), images)
     assert set(zoo.intermediates(tiny_model(), images, stages=["relu1"])) == {"relu1"}
     with pytest.raises(InvalidArgumentError, match="unknown split"):

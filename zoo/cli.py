@@ -55,6 +55,7 @@ def cmd_info(args) -> int:
         ("input size", f"{_dims(built)} ({'; '.join([*notes, f'at least {least}x{least}'])})"),
         ("preprocessing", info["preprocessing"]), ("stages", stages), ("first conv", info["first_conv"] or "-"),
         ("pooling", info["pooling"]), ("tags", ", ".join(info["tags"]) or "none (random weights only)"),
+        ("about", info["description"] or "-"),
     ]
     if w:
         lines += [("weights file", w["file_name"]), ("url", w["url"] or "bundled with the package"),

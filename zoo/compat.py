@@ -99,6 +99,14 @@ def flatten_layers(layer, include_self: bool = True) -> list:
     return walk_layers(layer, include_self)
 
 
+def sublayers(layer) -> list:
+    """A layer's direct sublayers, in the order it made them: private ``_flatten_layers(recursive=False)``
+    (a keras-hub encoder holds its blocks in attributes, with no public list); checked Keras 3.15.1."""
+    if hasattr(layer, "_flatten_layers"):
+        return list(layer._flatten_layers(include_self=False, recursive=False))  # private: see above
+    return _children(layer)
+
+
 def walk_layers(layer, include_self: bool = True) -> list:
     """``flatten_layers`` from public attributes only (``.layers``, layer-valued attributes): its fallback."""
     found, seen = [layer] if include_self else [], {id(layer)}
@@ -240,3 +248,22 @@ def drop_custom_gradients(keep: set[str]) -> int:
     for name in gone:
         registry.pop(name, None)
     return len(gone)
+
+
+def set_batches_seen(optimizer: keras.optimizers.Optimizer, batches: int) -> None:
+    """Set how many batches an optimizer has seen (a run resumed without its optimizer state). With gradient
+    accumulation the public ``iterations`` is computed (updates, not batches), so the private ``_iterations``
+    it divides is set; checked Keras 3.15.1."""
+    optimizer._iterations.assign(batches)  # private: see above
+
+
+def swap_ema(optimizer: keras.optimizers.Optimizer, variables) -> None:
+    """Swap the values of ``variables`` and the optimizer's moving averages of them (``use_ema``), as
+    ``keras.callbacks.SwapEMAWeights`` does at an epoch's end. No public access to the averages: private
+    ``Optimizer._model_variables_moving_average`` (in the order of the variables it was built with);
+    checked Keras 3.15.1."""
+    for variable, average in zip(variables, optimizer._model_variables_moving_average):  # private: see above
+        if average is not None:
+            value = variable.numpy()
+            variable.assign(average)
+            average.assign(value)

@@ -31,6 +31,7 @@ OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSpro
               "lion": "Lion"}  # option -> keras.optimizers class
 SCHEDULES = ("constant", "cosine", "one_cycle")
 AUGMENTS = ("none", "light", "strong")
+MIXES = ("none", "mixup", "cutmix", "mixup_cutmix")  # batch mixing of images and labels (zoo.training.mixing)
 STRATEGIES = ("auto", "off", "one_device", "mirrored", "multi_worker", "tpu")
 LR_SCALING = ("linear", "sqrt")
 PRECISIONS = ("mixed_float16", "mixed_bfloat16")
@@ -79,6 +80,14 @@ class FinetuneConfig:
         None, "timm's layer-wise decay of the rate, in (0, 1]")
     lora_rank: Positive = option(4, "rank of the LoRA adapters (recipe lora)")
     augment: Literal[AUGMENTS] = option("none", ", ".join(AUGMENTS))
+    mix: Literal[MIXES] = option("none", f"{', '.join(MIXES)}: training batches mix images and labels (timm's "
+                                         f"mixup 0.8, cutmix 1.0)")
+    label_smoothing: Fraction = option(0.0, "share of each label spread over all classes (0.1 is usual)")
+    grad_accum: Positive = option(1, "batches whose gradients are summed into one update (Keras's "
+                                     "gradient_accumulation_steps): a step's batch is this times batch_size")
+    ema: Annotated[float, pydantic.Field(gt=0, lt=1)] | None = option(
+        None, "decay of a moving average of the weights (timm's model_ema_decay, e.g. 0.999): validation "
+              "and the kept model use the average")
     shuffle: bool = option(True, "shuffle the training data every epoch")
     cache_features: bool | Literal["auto"] = option(
         "auto", "train a head-only phase on cached backbone features: auto (when nothing augments), true, false")
@@ -113,6 +122,9 @@ class FinetuneConfig:
 
     def _check_combinations(self, where: str) -> None:
         """Rules across fields, which a field's type cannot say."""
+        if self.mix != "none" and self.cache_features is True:
+            raise InvalidArgumentError(f"{where}: cache_features=true trains the head on features of unmixed "
+                                       f"images, so mix={self.mix} would not apply: use cache_features auto or false")
         if self.lr_slice is not None and self.lr_slice[0] > self.lr_slice[1]:
             raise InvalidArgumentError(f"{where}: lr_slice LO,HI must have LO <= HI (the bottom group's rate first), "
                                        f"got {list(self.lr_slice)}")

@@ -67,9 +67,9 @@ def create_model(
     if isinstance(name, str) and name.startswith(store.HUB_PREFIXES):
         name, directory = store.hub_name(name)  # a catalog entry's handle, or a checkpoint fetched into the store
     if directory is not None:
-        from zoo import hub
+        from zoo.hub_config import spec_for
 
-        spec, weight = hub.spec_for(directory), None
+        spec, weight = spec_for(directory), None
         pretrained = directory if pretrained is True else pretrained  # its own weights
     else:
         spec, weight = resolve(name)
@@ -150,6 +150,9 @@ def _check_options(spec, num_classes, pooling, dropout, features_only, out_indic
         raise InvalidArgumentError("out_indices selects feature maps: use it with features_only=True")
     if features_only and not spec.stages:
         raise InvalidArgumentError(f"{spec.arch} declares no stages, so it has no feature maps to return")
+    if features_only and any("/" in stage for stage in spec.stages.values()):
+        raise InvalidArgumentError(f"{spec.arch}'s blocks run inside keras-hub's encoder layer, so it has no "
+                                   f"stage outputs to return: use pooling='none' for its last block's tokens")
     if pooling is not None and pooling not in POOLINGS:
         raise InvalidArgumentError(f"unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:

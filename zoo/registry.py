@@ -101,17 +101,21 @@ _REGISTRY: dict[str, ModelSpec] = {}
 # resolve to that source's spec; the bare name stays the first source's.
 _VARIANTS: dict[str, ModelSpec] = {}
 _CATALOG_MODULES = ("zoo.catalog.keras_apps", "zoo.catalog.native", "zoo.catalog.keras_hub")
+SOURCES = ("keras.applications", "keras-zoo", "keras-hub")  # which source a bare name shared by two means
 _loaded = False
 
 
 def register(spec: ModelSpec) -> ModelSpec:
     """Add an architecture to the catalog (a later entry with the same arch and source replaces it; one from
-    another source adds its tags to that name)."""
+    another source adds its tags to that name, whose bare form means the source first in ``SOURCES``)."""
     first = _REGISTRY.get(spec.arch)
     if first is not None and first.source != spec.source:
         clash = {w.tag for w in first.weights} & {w.tag for w in spec.weights}
         if clash:
             raise ValueError(f"{spec.arch}: tags {sorted(clash)} are already {first.source}'s")
+        rank = {source: i for i, source in enumerate(SOURCES)}
+        if rank.get(spec.source, len(SOURCES)) < rank.get(first.source, len(SOURCES)):
+            _REGISTRY[spec.arch], spec = spec, first  # registered in another order (a module imported early)
         _VARIANTS[spec.arch] = spec
     else:
         _REGISTRY[spec.arch] = spec
@@ -222,11 +226,18 @@ def requested_weights(spec: ModelSpec, weight: WeightSpec | None, name: str,
 def model_info(name: str) -> dict:
     """Everything the catalog knows about a model, as plain data.
 
+    ``name`` may also be a checkpoint directory (keras-hub preset, transformers or timm).
+
     Example:
         >>> model_info("resnet50")["input_size"]
         (224, 224, 3)
     """
-    spec, weight = resolve(name)
+    if Path(str(name)).expanduser().is_dir():  # a hub checkpoint directory: what its files say
+        from zoo.hub_config import spec_for
+
+        spec, weight = spec_for(Path(str(name)).expanduser()), None
+    else:
+        spec, weight = resolve(name)
     info = dataclasses.asdict(spec)
     info["name"] = f"{spec.arch}.{weight.tag}" if weight else spec.arch
     info["tags"] = [w.tag for w in spec.weights]

@@ -190,9 +190,9 @@ def _import_checkpoint(source: Path, spec: ModelSpec, weight: WeightSpec) -> Pat
     if missing:
         raise WeightsNotFoundError(f"{source} has no {', '.join(missing)}: give the folder of {weight.url}'s "
                                    f"files")
-    from zoo import hub
+    from zoo.hub_config import read_config
 
-    config = hub.read_config(source)
+    config = read_config(source)
     expected = spec.builder_kwargs.get("config", {})
     differ = [f"{key} {config.get(key)}" for key in ARCHITECTURE_KEYS
               if key in expected and config.get(key) != expected[key]]

@@ -21,8 +21,39 @@ def _entry(arch, family, config, tag, handle, *, dataset, license, preprocessing
     register(ModelSpec(
         arch=arch, family=family, source="keras-hub", builder="zoo.hub:build",
         builder_kwargs={"config": config, **({"fixed_size": True} if fixed_size else {})},
-        input_size=(size, size, 3), preprocessing=preprocessing, pooling=pooling, description=description,
-        weights=weights))
+        input_size=(size, size, 3), preprocessing=preprocessing, pooling=pooling, stages=stages_for(config),
+        description=description, weights=weights))
+
+
+# Where keras-hub 0.32 keeps a transformer's blocks: {model_type: (encoder layer, block prefix, first index)}.
+# The blocks run inside the encoder layer, so a stage is a path to a block (groups open the encoder).
+ENCODERS = {"dinov2": ("encoder", "layers_", 0), "dinov2_with_registers": ("encoder", "layers_", 0),
+            "vit": ("vit_encoder", "transformer_block_", 1), "deit": ("deit_encoder", "transformer_block_", 1)}
+# timm CNNs: the layers keras-hub's pyramid_outputs (P1..P5) come from, by stride; MobileNetV3 has no
+# pyramid outputs, so its last block before each stride change.
+TIMM_STAGES = {
+    "resnet18": {4: "stack0_block1_out", 8: "stack1_block1_out", 16: "stack2_block1_out", 32: "stack3_block1_out"},
+    "resnet50": {4: "stack0_block2_out", 8: "stack1_block3_out", 16: "stack2_block5_out", 32: "stack3_block2_out"},
+    "efficientnet_b0": {2: "block1a_project_bn", 4: "block2b_add", 8: "block3b_add", 16: "block5c_add",
+                        32: "top_activation"},
+    "mobilenetv3_large_100": {2: "block_0_0", 4: "block_1_1", 8: "block_2_2", 16: "block_4_1", 32: "block_6_0"},
+    "densenet121": {4: "stack1_block6_concat", 8: "stack2_block12_concat", 16: "stack3_block24_concat",
+                    32: "stack4_block16_concat"}}
+
+
+def stages_for(config: dict) -> dict[int, str]:
+    """The stages of the keras-hub backbone a ``config.json`` describes: a quarter of a transformer's blocks
+    each (keyed by block count, as the zoo's own ViTs), Swin's stages (each ends with its patch merging, so
+    keyed by stage), a timm CNN's pyramid levels (by stride); {} for an architecture not known here."""
+    kind = config.get("model_type")
+    if kind in ENCODERS:
+        encoder, block, first = ENCODERS[kind]
+        depth = int(config["num_hidden_layers"])
+        every = max(1, depth // 4)
+        return {i: f"{encoder}/{block}{i - 1 + first}" for i in range(every, depth + 1, every)}
+    if kind == "swin":
+        return {i + 1: f"stage_{i}" for i in range(len(config["depths"]))}
+    return dict(TIMM_STAGES.get(config.get("architecture"), {}))
 
 
 def _dinov2(hidden, layers, heads, registers=0):

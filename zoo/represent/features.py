@@ -95,12 +95,14 @@ def stages_of(model: keras.Model, stages: Sequence[str] | None = None) -> dict[s
     if entry is not None:
         body = find_backbone(model)
         for stride, name in zip(entry.strides, entry.stages):
+            if "/" in name:  # a block inside a keras-hub encoder layer: not a node of the graph
+                continue
             tokens = len(body.get_layer(name).output.shape) == 3
             catalog[name.removesuffix("_out") if tokens else str(stride)] = name
     if stages is None:
         if not catalog:
             some = layer_names(model)[-3:-1]
-            raise InvalidArgumentError(f"{model.name} declares no stages: name the layers to read, e.g. "
+            raise InvalidArgumentError(f"{model.name} declares no stage outputs: name the layers to read, e.g. "
                                        f"stages={some} (--stages {','.join(some)} on the command line)")
         return catalog
     stages = [stages] if isinstance(stages, (str, int)) else stages

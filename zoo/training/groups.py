@@ -2,8 +2,10 @@
 
 A zoo model's groups follow the stages its ``Backbone`` knows (stem and first stage, then one group
 per stage) plus the head, which is every layer outside the backbone; this holds for a reloaded or
-renamed model and for a zoo model nested in a user's own model. Any other model falls back to groups
-of consecutive layers with about equal parameter counts. Frozen BatchNormalization runs in inference
+renamed model and for a zoo model nested in a user's own model. A stage named by a path
+(``encoder/layers_2``) ends inside a layer that holds blocks (a keras-hub encoder): that layer is opened, and
+its blocks are frozen one by one. Any other model falls back to groups of consecutive layers with about
+equal parameter counts. Frozen BatchNormalization runs in inference
 mode, so its moving statistics never change (``train_bn=True`` keeps them training, as in fastai).
 Every verb recompiles a compiled model with a new optimizer, since a trainable change takes effect
 only at compile.
@@ -57,15 +59,40 @@ def groups(model: keras.Model) -> list[Group]:
         return _equal_groups(model)
     out, current, ends = [], [], iter(stages)
     end = next(ends)
-    for layer in backbone.layers:
+    for path, layer in _units(backbone, _opened(backbone)):
         current.append(layer)
-        if layer.name == end:
+        if path == end:
             out.append(Group(f"stage{len(out) + 1}", current))
             current, end = [], next(ends, None)
+    if end is not None:
+        raise InvalidArgumentError(f"{backbone.entry.name} declares stage {end!r}, which its backbone does not have")
     out[-1].layers += current  # layers after the last stage end (final norm, top conv) join it
     inside = _ids([backbone])
     top = [leaf for leaf in _leaf_layers(model) if id(leaf) not in inside and leaf.weights]
     return out + [Group("head", top)]
+
+
+def _opened(backbone) -> set[int]:
+    """The layers a stage path passes through (``encoder`` in ``encoder/layers_2``): their blocks are the units."""
+    opened = set()
+    for stage in backbone.entry.stages if backbone is not None and backbone.entry is not None else ():
+        layer = backbone
+        for name in stage.split("/")[:-1]:
+            layer = next((sub for sub in compat.sublayers(layer) if sub.name == name), None)
+            if layer is None:
+                raise InvalidArgumentError(f"{backbone.entry.name} declares stage {stage!r}, which its backbone "
+                                           f"does not have")
+            opened.add(id(layer))
+    return opened
+
+
+def _units(layer, opened: set[int], prefix: str = ""):
+    """(path, layer) of ``layer``'s children, opening the layers in ``opened``."""
+    for sub in layer.layers if isinstance(layer, keras.Model) else compat.sublayers(layer):
+        if id(sub) in opened:
+            yield from _units(sub, opened, f"{prefix}{sub.name}/")
+        else:
+            yield f"{prefix}{sub.name}", sub
 
 
 def _equal_groups(model: keras.Model) -> list[Group]:
@@ -85,22 +112,30 @@ def _equal_groups(model: keras.Model) -> list[Group]:
 
 
 def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+    """The layers freezing sets, at any depth: nested models and the layers stage paths pass through are opened."""
+    opened = _opened(find_backbone(model))
+
+    def walk(layer):
+        for _, sub in _units(layer, opened):
+            if isinstance(sub, keras.Model):
+                yield from walk(sub)
+            else:
+                yield sub
+    return walk(model)
 
 
-def _trainable_leaves(model, parent: bool = True) -> set[int]:
-    out = set()
-    for layer in model.layers:
-        on = parent and layer.trainable
-        if isinstance(layer, keras.Model):
-            out |= _trainable_leaves(layer, on)
-        elif on:
-            out.add(id(layer))
-    return out
+def _trainable_leaves(model) -> set[int]:
+    """The leaves that train now: trainable, and inside containers that are trainable."""
+    opened = _opened(find_backbone(model))
+
+    def walk(layer, parent: bool):
+        for _, sub in _units(layer, opened):
+            on = parent and sub.trainable
+            if isinstance(sub, keras.Model):
+                yield from walk(sub, on)
+            elif on:
+                yield id(sub)
+    return set(walk(model, True))
 
 
 def _apply(model: keras.Model, train: set[int], train_bn: bool) -> keras.Model:

@@ -36,12 +36,13 @@ from zoo import compat, distribute, memory
 from zoo.backbone import clone, entry_of
 from zoo.config import FinetuneConfig
 from zoo.errors import InvalidArgumentError, ZooError
-from zoo.evaluation import Evaluation, evaluate, loss_for
+from zoo.evaluation import Evaluation, evaluate, loss_for, metrics_for
 from zoo.runs import BEST, CHECKPOINT, STATE, RunDamagedError, RunDir
 from zoo.training.callbacks import EpochEnd, PreciseBatchNorm, ResumableEarlyStopping
 from zoo.training.features import extract, head_split
 from zoo.training.groups import freeze, freeze_to, groups, unfreeze
 from zoo.training.lora import apply_lora
+from zoo.training.mixing import mix_batches
 from zoo.training.optim import group_multipliers, make_optimizer, schedule
 from zoo.training.recipes import Phase, plan
 
@@ -192,7 +193,8 @@ class _Finetune:
                 f"the model's head has {self.model.output.shape[-1]} outputs but the data has "
                 f"{self.splits.num_classes} classes: create the model with num_classes={self.splits.num_classes}")
         self.cache = config.cache_features is True or (
-            config.cache_features == "auto" and self.splits.from_source and config.augment == "none")
+            config.cache_features == "auto" and self.splits.from_source and config.augment == "none"
+            and config.mix == "none")
         if run_dir is not None and not distribute.is_chief(self.strategy):
             run_dir = distribute.backup_dir(run_dir, self.strategy)  # only the chief writes the run directory
         self.run_dir = RunDir(run_dir) if run_dir is not None else None
@@ -312,10 +314,14 @@ class _Finetune:
             target, val = model, self.splits.val
             examples, batch, steps = self.splits.train.unbatch(), self.splits.batch_size, self.splits.steps
         seed = config.seed * 101 + index if config.shuffle else None
-        optimizer = make_optimizer(config.optimizer, self.learning_rate(phase, steps), multipliers=multipliers)
+        optimizer = make_optimizer(config.optimizer, self.learning_rate(phase, steps), multipliers=multipliers,
+                                   gradient_accumulation_steps=config.grad_accum if config.grad_accum > 1 else None,
+                                   use_ema=config.ema is not None, ema_momentum=config.ema or 0.99)
+        soft = config.mix != "none" and split is None  # mixed batches carry soft labels
         # a head on cached features is a few matrix products a step: a whole epoch per graph call, not one
         # Python round trip per step (the same updates in the same order)
-        target.compile(optimizer=optimizer, loss=loss_for(model), metrics=["accuracy"],
+        target.compile(optimizer=optimizer, loss=loss_for(model, label_smoothing=config.label_smoothing,
+                                                         soft_labels=soft), metrics=metrics_for(soft),
                        jit_compile=config.jit_compile,
                        steps_per_execution=steps if split is not None else 1)
         # Built before fit: otherwise the first train step creates the metrics and the optimizer's slots while
@@ -325,8 +331,10 @@ class _Finetune:
         if resumed is not None and state.phase_epoch > 0 and resumed.get("optimizer"):
             for variable, value in zip(target.optimizer.variables, resumed["optimizer"]):
                 variable.assign(value)
+            if config.ema is not None:  # saved at an epoch's end, with the average in the model: swap back
+                compat.swap_ema(target.optimizer, target.trainable_variables)
         elif state.phase_epoch > 0:  # initial_epoch: the schedule goes on from there
-            target.optimizer.iterations.assign(state.phase_epoch * steps)
+            compat.set_batches_seen(target.optimizer, state.phase_epoch * steps)
         state.phase_index = index
         if self.verbose:
             log.info("phase %d '%s': trains %s, %d epochs, lr %g%s", index + 1, phase.name, phase.describe(),
@@ -339,10 +347,14 @@ class _Finetune:
         callbacks = [keras.callbacks.TerminateOnNaN(), *([early] if early else []), end, *self.callbacks]
         if config.precise_bn:
             callbacks.insert(0, PreciseBatchNorm(examples.batch(batch)))
+        if config.ema is not None:  # first: validation, the epoch's end and the kept weights see the average
+            callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         if config.tensorboard and self.run_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir.file("logs"))))
         if state.phase_epoch < phase.epochs:
             stream = epochs_stream(examples, batch, steps, state.phase_epoch, phase.epochs, seed)
+            if soft:
+                stream = mix_batches(stream, config.mix, int(model.output.shape[-1]), config.seed + index)
             target.fit(stream, validation_data=val, initial_epoch=state.phase_epoch, epochs=phase.epochs,
                        steps_per_epoch=steps, shuffle=False, callbacks=callbacks, verbose=self.verbose)
         if end.diverged:
@@ -359,9 +371,11 @@ class _Finetune:
 
     def learning_rate(self, phase: Phase, steps: int):
         """The phase's learning rate or schedule. Warm-up: the config's fraction of the phase's steps, and
-        after a linear or sqrt scaling of the rate at least the batch plan's epochs (Goyal et al. 2017)."""
-        total = steps * phase.epochs
-        warmup = max(int(self.config.warmup * total), self.batches.warmup_epochs * steps)
+        after a linear or sqrt scaling of the rate at least the batch plan's epochs (Goyal et al. 2017). Counted
+        in updates: with gradient accumulation, one per ``grad_accum`` batches."""
+        per_epoch = steps / self.config.grad_accum
+        total = max(1, int(per_epoch * phase.epochs))
+        warmup = max(int(self.config.warmup * total), int(self.batches.warmup_epochs * per_epoch))
         return schedule(self.config.lr_schedule, self.batches.learning_rate * phase.lr_scale, total, warmup)
 
     def _setup(self, phase: Phase) -> dict[str, float]:

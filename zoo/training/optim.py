@@ -28,8 +28,9 @@ class _LRMultipliers:
         self.multipliers = dict(multipliers or {})
 
     def multiplier(self, path: str) -> float:
-        """The multiplier for a variable path: its deepest layer name with one ("backbone/conv1/kernel")."""
-        for part in reversed(path.split("/")[:-1]):
+        """The multiplier for a variable path: its outermost layer name with one ("stage_0/downsample/norm/gamma"
+        takes stage_0's: a layer's sublayers may share names with other layers, as keras-hub's ``norm`` do)."""
+        for part in path.split("/")[:-1]:
             if part in self.multipliers:
                 return self.multipliers[part]
         return 1.0

@@ -1,0 +1,102 @@
+"""What a hub checkpoint directory says, read without TensorFlow: its ``config.json`` (keras-hub's,
+transformers' or timm's), the architecture it names, its input normalisation and size, and the catalog-like
+entry ``create_model`` and ``keras-zoo info`` use for it.
+
+Example:
+    >>> spec_for(Path("path/to/dinov2-small")).preprocessing
+    'torch'
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from zoo.catalog.keras_hub import stages_for
+from zoo.errors import InvalidArgumentError, WeightsError
+from zoo.registry import ModelSpec, specs
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+# What keras-hub 0.32 converts (keras_hub/src/utils/{transformers,timm}/preset_loader.py), for error messages.
+SUPPORTED = ("keras-hub presets; transformers vision models of type vit, deit, dinov2, dinov2_with_registers, "
+             "swin; timm resnet*, efficientnet*, mobilenet*, densenet*, vgg*, cspnet*")
+
+
+def read_config(directory: str | Path) -> dict:
+    """A checkpoint directory's ``config.json``, checked to be one keras-hub can read."""
+    directory = Path(directory).expanduser()
+    path = directory / CONFIG
+    if not path.is_file():
+        raise InvalidArgumentError(f"{directory} has no {CONFIG}: give a keras-hub preset, transformers or timm "
+                                   f"checkpoint directory (config.json and model.safetensors)")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not readable JSON ({e}): download the checkpoint again") from e
+    if not isinstance(config, dict) or not {"registered_name", "model_type", "architecture"} & set(config):
+        raise InvalidArgumentError(f"{path} is neither a keras-hub, a transformers nor a timm config: keras-hub "
+                                   f"loads {SUPPORTED}")
+    return config
+
+
+def spec_for(directory: Path) -> ModelSpec:
+    """A catalog-like entry for a checkpoint directory: its architecture from ``config.json``; its input
+    normalisation from the checkpoint's preprocessing config, else the catalog family's, else ImageNet's."""
+    config = read_config(directory)
+    family = kind(config)
+    known = next((s for s in specs() if s.source == "keras-hub" and kind(s.builder_kwargs["config"]) == family),
+                 None)
+    size = native_size(config)
+    fixed = known.builder_kwargs.get("fixed_size", False) if known else False
+    preprocessing, said = _normalisation(directory, config)
+    if preprocessing is None:
+        preprocessing = known.preprocessing if known else "torch"
+        said = f"{'the catalog family ' + known.family if known else 'ImageNet'}'s mean and std (the checkpoint " \
+               f"has no preprocessing config)"
+    return ModelSpec(arch=directory.name, family=known.family if known else family, source="keras-hub",
+                     builder="zoo.hub:build", builder_kwargs={"config": config, **({"fixed_size": True} if fixed
+                                                                                    else {})},
+                     input_size=(*(size or (224, 224)), 3), preprocessing=preprocessing,
+                     pooling=known.pooling if known else "avg", stages=stages_for(config),
+                     description=f"{directory}: {said}")
+
+
+def kind(config: dict) -> str:
+    """The architecture a ``config.json`` names: transformers' model_type, timm's architecture, keras-hub's class."""
+    return str(config.get("model_type") or config.get("architecture") or config.get("registered_name"))
+
+
+def _normalisation(directory: Path, config: dict) -> tuple[str | None, str]:
+    """The Preprocessing mode a checkpoint's own mean and std name (transformers' preprocessor_config.json,
+    timm's pretrained_cfg), and where it came from; None where the checkpoint gives none."""
+    source, values = None, None
+    processor = directory / "preprocessor_config.json"
+    if processor.is_file():
+        loaded = json.loads(processor.read_text())
+        source, values = processor.name, (loaded.get("image_mean"), loaded.get("image_std"))
+    elif "mean" in config.get("pretrained_cfg", {}):
+        source, values = "pretrained_cfg", (config["pretrained_cfg"]["mean"], config["pretrained_cfg"].get("std"))
+    if source is None or None in values:
+        return None, ""
+    for mode, (mean, std) in {"torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                              "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}.items():
+        if all(abs(a - b) < 1e-3 for a, b in zip([*values[0], *values[1]], [*mean, *std])):
+            return mode, f"mean and std from its {source}"
+    log.warning("%s: its mean %s and std %s are neither ImageNet's nor 0.5; the model takes images normalised "
+                "that way (it has no preprocessing layer)", directory, values[0], values[1])
+    return "none", f"no preprocessing inside: normalise with its {source}'s mean and std"
+
+
+def native_size(config: dict) -> tuple[int, int] | None:
+    """The input size a checkpoint's config names, where it names one."""
+    inner = config.get("config", config)
+    for key in ("image_size", "image_shape"):
+        value = inner.get(key)
+        if isinstance(value, int):
+            return (value, value)
+        if isinstance(value, (list, tuple)) and len(value) >= 2:
+            return (int(value[0]), int(value[1]))
+    size = config.get("pretrained_cfg", {}).get("input_size")  # timm: (channels, height, width)
+    return (int(size[1]), int(size[2])) if size else None
