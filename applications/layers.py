@@ -66,6 +66,13 @@ class Preprocessing(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def scale_offset(self) -> tuple[list[float], list[float]]:
+        """The same map as ``x * scale + offset`` per channel (keras-hub's ``ImageConverter``); not for "caffe",
+        which also reverses the channels."""
+        if self._reverse:
+            raise ValueError("'caffe' preprocessing reverses the channels: it has no per-channel scale and offset")
+        return [float(v) for v in self._scale / self._std], [float(v) for v in -self._mean / self._std]
+
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
 

@@ -175,6 +175,9 @@ def test_export_writes_a_saved_model_and_tflite(bundled_run, tmp_path, cli):
     assert list(interpreter.get_input_details()[0]["shape"][1:]) == [16, 16, 3]
     assert list(interpreter.get_output_details()[0]["shape"]) == [1, 5]
     assert (tmp_path / "export" / "saved_model" / "saved_model.pb").exists()
+    # a keras-hub preset needs a keras-hub backbone: refused in one line, and nothing written
+    one_line_error(cli("export", run, "--out", tmp_path / "preset", "--preset"), "has no keras-hub backbone")
+    assert not (tmp_path / "preset").exists()
 
 
 def test_bad_input_on_the_command_line_is_one_line_and_exit_2(bundled_run, tmp_path, cli):

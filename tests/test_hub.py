@@ -279,3 +279,87 @@ def test_info_on_a_checkpoint_directory_says_where_its_normalisation_comes_from(
     out = capsys.readouterr().out
     assert "mean and std from its preprocessor_config.json" in out and "preprocessing  torch" in out
     assert "stages         1: encoder/layers_0, 2: encoder/layers_1" in out
+
+
+def test_cached_features_and_the_representation_tools_work_on_a_hub_backbone():
+    from zoo.data import load
+    from zoo.evaluation import evaluate
+
+    model = zoo.create_model(FIXTURES / "dinov2_tiny", num_classes=10)
+    options = {"per_class": 6}
+    result = zoo.finetune(model, "digits", recipe="linear_probe", epochs=2, data_options=options, verbose=0)
+    _, _, test, _ = load("digits", model=model, batch_size=32, **options)
+    through_model = evaluate(result.model, test)  # the whole model, not the cached features
+    assert result.metrics["test_accuracy"] == pytest.approx(through_model.accuracy)
+    assert result.metrics["test_loss"] == pytest.approx(through_model.loss, rel=1e-4)
+    train = zoo.embed(result.model, "digits", split="train", data_options=options)
+    test_features = zoo.embed(result.model, "digits", split="test", data_options=options)
+    assert train.features.shape[1] == 32  # the class token, width 32
+    accuracy = zoo.knn_accuracy(train.features, train.labels, test_features.features, test_features.labels, k=5)
+    assert 0.0 <= accuracy <= 1.0
+
+
+def tiny_siglip_preset(directory: Path) -> tuple[Path, object]:
+    """A keras-hub SigLIP preset directory (keras-hub's own saver; random weights at a tiny size) and the backbone."""
+    import keras_hub
+
+    from zoo.catalog.keras_hub import _siglip
+
+    config = _siglip(32, 8, 32, 2, 2, 64)
+    config["config"]["text_encoder"]["config"]["vocabulary_size"] = 100
+    body = keras_hub.models.SigLIPBackbone.from_config(config["config"])
+    body.save_to_preset(str(directory))
+    (directory / "metadata.json").unlink()  # the store keeps config.json and model.weights.h5 only
+    return directory, body
+
+
+def test_siglip_image_towers_build_from_keras_hubs_preset_configs(tmp_path):
+    import keras
+    import keras_hub
+
+    spec = next(s for s in zoo.registry.specs() if s.arch == "siglip_base_patch16_224")
+    whole = keras.saving.deserialize_keras_object(spec.builder_kwargs["config"])  # both towers, as the preset
+    preset = keras_hub.models.SigLIPBackbone.presets["siglip_base_patch16_224"]
+    assert whole.count_params() == preset["metadata"]["params"] and spec.weights[0].url == preset["kaggle_handle"]
+    tower = zoo.create_model("siglip_base_patch16_224", pretrained=False).get_layer("backbone")
+    assert tower.count_params() == whole.vision_encoder.count_params()
+    with pytest.raises(WeightsNotFoundError, match="kaggle://keras/siglip/.*keras-zoo weights import"):
+        zoo.create_model("siglip_base_patch16_224.webli")  # KERAS_ZOO_OFFLINE is set
+
+    directory, body = tiny_siglip_preset(tmp_path / "siglip")
+    model = zoo.create_model(directory)  # the image tower, normalised with SigLIP's mean and std of 0.5
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    want = body.vision_encoder({"images": images / 127.5 - 1.0})
+    np.testing.assert_allclose(model.predict(images, verbose=0), np.asarray(want), atol=1e-5)
+    assert zoo.entry_of(model).stages == ("vision_encoder_encoder_block_0", "vision_encoder_encoder_block_1")
+    with pytest.raises(WeightsError, match="another architecture than siglip_base_patch16_224"):
+        from zoo import weights
+
+        weights.import_file(directory, "siglip_base_patch16_224.webli")
+
+
+def test_a_fine_tuned_hub_model_saves_as_a_keras_hub_preset(tmp_path):
+    import keras_hub
+
+    from zoo.hub import save_preset
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    model = zoo.create_model(timm_resnet18(tmp_path / "resnet18"), num_classes=3, input_shape=(64, 64), dropout=0.1)
+    head = model.get_layer("head")
+    head.set_weights([rng.normal(size=w.shape).astype("float32") for w in head.get_weights()])  # as if trained
+    files = save_preset(model, tmp_path / "preset")
+    assert {"config.json", "model.weights.h5", "task.json", "task.weights.h5", "preprocessor.json"} <= set(files)
+    task = keras_hub.models.ImageClassifier.from_preset(str(tmp_path / "preset"))  # raw 0-255 images in
+    np.testing.assert_allclose(task.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-4)
+    body = keras_hub.models.Backbone.from_preset(str(tmp_path / "preset"))
+    assert type(body).__name__ == "ResNetBackbone" and body.count_params() == model.get_layer("backbone").count_params()
+
+    # a class-token head is not keras-hub's generic task: the backbone alone, equal to the model's
+    dinov2 = zoo.create_model(FIXTURES / "dinov2_tiny", num_classes=3)
+    assert "task.json" not in save_preset(dinov2, tmp_path / "dinov2")
+    body = keras_hub.models.Backbone.from_preset(str(tmp_path / "dinov2"))
+    x = rng.uniform(0, 255, (2, 56, 56, 3)).astype("float32")
+    want = dinov2.get_layer("backbone").predict(dinov2.get_layer("preprocessing")(x), verbose=0)
+    np.testing.assert_allclose(body.predict({"images": dinov2.get_layer("preprocessing")(x)}, verbose=0), want,
+                               atol=1e-5)

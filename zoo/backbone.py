@@ -26,7 +26,7 @@ class Entry:
     ``name`` is ``arch.tag`` when catalog weights were loaded, else the bare ``arch``; ``weights`` says
     where its weights came from (a tag, a file name, or None for random initialisation). ``stages`` are
     the layer names ending each stage, bottom to top, and ``strides`` their output strides (block
-    indices for transformers).
+    indices for transformers). ``hub_config``: a keras-hub backbone's serialised config.
     """
 
     name: str
@@ -39,6 +39,7 @@ class Entry:
     strides: tuple[int, ...] = ()
     first_conv: str | None = None
     weights: str | None = None
+    hub_config: dict | None = None  # keras-hub's own config of the backbone, for export as a keras-hub preset
 
     @classmethod
     def from_dict(cls, values: dict) -> Entry:

@@ -60,7 +60,8 @@ def cmd_info(args) -> int:
     if w:
         lines += [("weights file", w["file_name"]), ("url", w["url"] or "bundled with the package"),
                   ("hash", w["file_hash"] or "none"), ("verification", w["verification"]),
-                  ("trained on", f"{w['dataset']} ({w['num_classes']} classes)"), ("licence", w["license"])]
+                  ("trained on", w["dataset"] + (f" ({w['num_classes']} classes)" if w["num_classes"] else "")),
+                  ("licence", w["license"])]
     print("\n".join(f"{k:14} {v}" for k, v in lines))
     return 0
 
@@ -297,6 +298,11 @@ def cmd_export(args) -> int:
     if out.exists() and any(out.iterdir()):
         raise ZooError(f"{out} already exists and is not empty: choose another --out")
     model = _run_model(args.run)
+    if args.preset:
+        from zoo.hub import save_preset
+
+        files = save_preset(model, out / "preset")
+        print(f"keras-hub preset: {out / 'preset'} ({', '.join(files)})")
     model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
     print(f"SavedModel: {out / 'saved_model'}")
     if args.tflite:
@@ -539,11 +545,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--top", type=_integer(1), default=3, help="how many classes to show per image (default 3)")
 
-    p = sub("export", "export a run's model as a SavedModel (and TFLite)",
+    p = sub("export", "export a run's model as a SavedModel (and TFLite, a keras-hub preset)",
             "keras-zoo export runs/my-run --tflite", cmd_export)
     p.add_argument("run")
     p.add_argument("--out", help="output folder (default RUN/export)")
     p.add_argument("--tflite", action="store_true", help="also write model.tflite")
+    p.add_argument("--preset", action="store_true", help="also write a keras-hub preset (keras-hub backbones): "
+                   "the backbone, and keras-hub's ImageClassifier where the head is one")
 
     p = sub("tune", "search hyperparameters of zoo models with keras-tuner",
             "keras-zoo tune --space space.yaml --data digits --tuner bayesian --max-trials 20", cmd_tune)

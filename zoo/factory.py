@@ -86,7 +86,7 @@ def create_model(
     body = _build_backbone(spec, shape, builder_kwargs)
     if weight_file is not None and checkpoint is None:
         _load_backbone_weights(spec, body, shape, builder_kwargs, weight, weight_file)
-    entry = _entry(spec, weight, weight_file, shape)
+    entry = _entry(spec, weight, weight_file, shape, getattr(body, "hub_config", None))
 
     inputs = keras.Input(shape, name="image")
     x = inputs
@@ -129,14 +129,14 @@ def _checkpoint(weight_file) -> Path | None:
     return path.parent if (path.parent / "config.json").is_file() and not str(path).endswith(".h5") else None
 
 
-def _entry(spec: ModelSpec, weight: WeightSpec | None, weight_file, shape) -> Entry:
+def _entry(spec: ModelSpec, weight: WeightSpec | None, weight_file, shape, hub_config: dict | None = None) -> Entry:
     """What the model will know about itself: the entry it was built from and where its weights came from."""
     keys = sorted(spec.stages)
     source = weight.tag if weight is not None else (Path(weight_file).name if weight_file is not None else None)
     return Entry(name=f"{spec.arch}.{weight.tag}" if weight is not None else spec.arch, arch=spec.arch,
                  family=spec.family, source=spec.source, preprocessing=spec.preprocessing, input_size=shape,
                  stages=tuple(spec.stages[k] for k in keys), strides=tuple(keys), first_conv=spec.first_conv,
-                 weights=source)
+                 weights=source, hub_config=hub_config)
 
 
 def _check_options(spec, num_classes, pooling, dropout, features_only, out_indices) -> int:

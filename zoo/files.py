@@ -65,7 +65,8 @@ def atomic_save(path: str | os.PathLike, write: Callable[[Path], object]) -> Pat
 
     ``tmp`` has the same file name as ``path`` (inside a fresh hidden folder beside it), so writers that
     pick a format from the suffix work: ``atomic_save("curves.png", fig.savefig)``,
-    ``atomic_save("model.keras", model.save)``. ``write`` must create a single file at ``tmp``.
+    ``atomic_save("model.keras", model.save)``. ``write`` must create a single file at ``tmp``, or a folder
+    (``atomic_save("preset", backbone.save_to_preset)``), which replaces only a missing or empty one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,13 +74,14 @@ def atomic_save(path: str | os.PathLike, write: Callable[[Path], object]) -> Pat
     tmp = folder / path.name
     try:
         write(tmp)
-        if not tmp.is_file():
-            raise FileNotFoundError(f"atomic_save: the writer did not create the file {tmp}")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic_save: the writer did not create {tmp}")
+        for written in [tmp] if tmp.is_file() else [p for p in tmp.rglob("*") if p.is_file()]:
+            fd = os.open(written, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from zoo.catalog.keras_hub import stages_for
+from zoo.catalog.keras_hub import stages_for, vision_config
 from zoo.errors import InvalidArgumentError, WeightsError
 from zoo.registry import ModelSpec, specs
 
@@ -49,18 +49,31 @@ def spec_for(directory: Path) -> ModelSpec:
     known = next((s for s in specs() if s.source == "keras-hub" and kind(s.builder_kwargs["config"]) == family),
                  None)
     size = native_size(config)
-    fixed = known.builder_kwargs.get("fixed_size", False) if known else False
+    same = {key: known.builder_kwargs[key] for key in ("fixed_size", "tower") if key in known.builder_kwargs} \
+        if known else {}  # the family's: a fixed position table, the tower of a two-tower preset
     preprocessing, said = _normalisation(directory, config)
     if preprocessing is None:
         preprocessing = known.preprocessing if known else "torch"
         said = f"{'the catalog family ' + known.family if known else 'ImageNet'}'s mean and std (the checkpoint " \
                f"has no preprocessing config)"
     return ModelSpec(arch=directory.name, family=known.family if known else family, source="keras-hub",
-                     builder="zoo.hub:build", builder_kwargs={"config": config, **({"fixed_size": True} if fixed
-                                                                                    else {})},
+                     builder="zoo.hub:build", builder_kwargs={"config": config, **same},
                      input_size=(*(size or (224, 224)), 3), preprocessing=preprocessing,
                      pooling=known.pooling if known else "avg", stages=stages_for(config),
                      description=f"{directory}: {said}")
+
+
+# config.json fields that make an architecture (transformers', timm's, a keras-hub vision encoder's)
+ARCHITECTURE_KEYS = ("model_type", "architecture", "registered_name", "hidden_size", "num_hidden_layers",
+                     "num_attention_heads", "patch_size", "embed_dim", "depths", "hidden_dim", "num_layers",
+                     "num_heads", "image_shape")
+
+
+def architecture(config: dict) -> dict:
+    """The fields of a ``config.json`` that say which network it is: a checkpoint imported for a catalog
+    entry must agree with the entry's config on each."""
+    fields = {**config, **vision_config(config)}
+    return {key: fields[key] for key in ARCHITECTURE_KEYS if key in fields}
 
 
 def kind(config: dict) -> str:
@@ -91,7 +104,7 @@ def _normalisation(directory: Path, config: dict) -> tuple[str | None, str]:
 
 def native_size(config: dict) -> tuple[int, int] | None:
     """The input size a checkpoint's config names, where it names one."""
-    inner = config.get("config", config)
+    inner = vision_config(config)
     for key in ("image_size", "image_shape"):
         value = inner.get(key)
         if isinstance(value, int):

@@ -14,6 +14,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from zoo.catalog.keras_hub import hub_weights_file
 from zoo.errors import WeightsError, WeightsHashError, WeightsNotFoundError
 from zoo.files import atomic_copy
 from zoo.registry import ModelSpec, WeightSpec
@@ -105,11 +106,12 @@ def fetch(spec: ModelSpec, weight: WeightSpec) -> Path:
 
 
 HUB_PREFIXES = ("hf://", "kaggle://")
-HUB_FILES = ("config.json", "model.safetensors")  # a checkpoint directory keras-hub converts
 HUB_OPTIONAL = ("preprocessor_config.json",)
-# config.json fields that make an architecture (transformers', timm's): an import must agree on them
-ARCHITECTURE_KEYS = ("model_type", "architecture", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "patch_size", "embed_dim", "depths")
+
+
+def hub_files(weight: WeightSpec) -> tuple[str, str]:
+    """The files of a hub checkpoint keras-hub builds from: its config and its weights file (last)."""
+    return ("config.json", weight.file_name)
 
 
 def download(weight: WeightSpec) -> Path:
@@ -121,13 +123,13 @@ def download(weight: WeightSpec) -> Path:
         from zoo import compat
 
         try:
-            for name in HUB_FILES:
+            for name in hub_files(weight):
                 atomic_copy(compat.hub_file(weight.url, name), local_path(weight).parent / name)
         except Exception as e:  # keras-hub raises network, permission and missing-file errors alike
             raise WeightsNotFoundError(
-                f"could not download {weight.url} ({e}); check the network, or fetch its config.json and "
-                f"model.safetensors elsewhere and import the folder with `keras-zoo weights import DIR --model "
-                f"...`") from e
+                f"could not download {weight.url} ({e}); check the network, or fetch its "
+                f"{' and '.join(hub_files(weight))} elsewhere and import the folder with `keras-zoo weights "
+                f"import DIR --model ...`") from e
         return local_path(weight)
 
     try:
@@ -172,13 +174,13 @@ def hub_name(handle: str) -> tuple[str | None, Path | None]:
         for weight in spec.weights:
             if weight.url == handle:
                 return f"{spec.arch}.{weight.tag}", None
-    weight = WeightSpec(tag="hub", file_name=HUB_FILES[-1], url=handle,
+    weight = WeightSpec(tag="hub", file_name=hub_weights_file(handle), url=handle,
                         cache_subdir="hub/" + handle.replace("://", "/").replace("/", "__"))
     directory = local_path(weight).parent
     if not local_path(weight).is_file():
         if offline():
             raise WeightsNotFoundError(
-                f"{handle}: its {', '.join(HUB_FILES)} are not in {directory} and KERAS_ZOO_OFFLINE is set; "
+                f"{handle}: its {', '.join(hub_files(weight))} are not in {directory} and KERAS_ZOO_OFFLINE is set; "
                 f"download them on a machine with internet and give create_model that folder")
         download(weight)
     return None, directory
@@ -186,21 +188,19 @@ def hub_name(handle: str) -> tuple[str | None, Path | None]:
 
 def _import_checkpoint(source: Path, spec: ModelSpec, weight: WeightSpec) -> Path:
     """Copy a hub checkpoint directory into the store, after checking keras-hub builds this entry from it."""
-    missing = [name for name in HUB_FILES if not (source / name).is_file()]
+    missing = [name for name in hub_files(weight) if not (source / name).is_file()]
     if missing:
         raise WeightsNotFoundError(f"{source} has no {', '.join(missing)}: give the folder of {weight.url}'s "
                                    f"files")
-    from zoo.hub_config import read_config
+    from zoo.hub_config import architecture, read_config
 
-    config = read_config(source)
-    expected = spec.builder_kwargs.get("config", {})
-    differ = [f"{key} {config.get(key)}" for key in ARCHITECTURE_KEYS
-              if key in expected and config.get(key) != expected[key]]
+    have, want = architecture(read_config(source)), architecture(spec.builder_kwargs.get("config", {}))
+    differ = [f"{key} {have.get(key)}" for key in want if have.get(key) != want[key]]
     if differ:
         raise WeightsError(f"{source} holds another architecture than {spec.arch} ({', '.join(differ)}): give the "
                            f"folder of {weight.url}'s files")
     target = local_path(weight).parent
-    for name in (*HUB_OPTIONAL, *HUB_FILES):  # the weights file last: where it is, the checkpoint is whole
+    for name in (*HUB_OPTIONAL, *hub_files(weight)):  # the weights file last: where it is, the checkpoint is whole
         if (source / name).is_file():
             atomic_copy(source / name, target / name)
     return target

@@ -9,19 +9,29 @@ pinned yet (the handles name each repository's main branch).
 from zoo.registry import ModelSpec, WeightSpec, register
 
 IMAGENET = "torch"  # ImageNet mean and std: DINOv2, DeiT, Swin and timm's recipes
+SIGLIP = "keras_hub>SigLIPBackbone"
+
+
+def hub_weights_file(handle: str) -> str:
+    """The weights file of a hub checkpoint: keras-hub's own presets (Kaggle) keep ``model.weights.h5``,
+    transformers and timm checkpoints (Hugging Face) ``model.safetensors``."""
+    return "model.weights.h5" if handle.startswith("kaggle://") else "model.safetensors"
 HALF = "tf"  # mean 0.5, std 0.5: Google's ViT releases
 
 
 def _entry(arch, family, config, tag, handle, *, dataset, license, preprocessing=IMAGENET, size=224,
-           pooling="token", fixed_size=False, description="", more=()):
-    """One architecture; ``more``: further ``(tag, handle, dataset)`` checkpoints of it."""
-    weights = tuple(WeightSpec(tag=t, file_name="model.safetensors", url=h, dataset=d, license=license,
+           pooling="token", fixed_size=False, tower=None, description="", more=()):
+    """One architecture; ``tower``: the image side of a two-tower keras-hub preset (its attribute);
+    ``more``: further ``(tag, handle, dataset)`` checkpoints of it."""
+    weights = tuple(WeightSpec(tag=t, file_name=hub_weights_file(h), url=h, dataset=d, license=license,
                                input_size=(size, size), cache_subdir=f"hub/{arch}.{t}")
                     for t, h, d in ((tag, handle, dataset), *more))
     register(ModelSpec(
         arch=arch, family=family, source="keras-hub", builder="zoo.hub:build",
-        builder_kwargs={"config": config, **({"fixed_size": True} if fixed_size else {})},
+        builder_kwargs={"config": config, **({"fixed_size": True} if fixed_size else {}),
+                        **({"tower": tower} if tower else {})},
         input_size=(size, size, 3), preprocessing=preprocessing, pooling=pooling, stages=stages_for(config),
+        min_input_size=_min_size(config),
         description=description, weights=weights))
 
 
@@ -41,6 +51,20 @@ TIMM_STAGES = {
                     32: "stack4_block16_concat"}}
 
 
+def vision_config(config: dict) -> dict:
+    """The part of a ``config.json`` that describes the image side: a keras-hub preset's vision encoder (SigLIP's
+    ``vision_encoder``), else the config itself (a transformers or timm checkpoint's)."""
+    inner = config.get("config", config)
+    return inner["vision_encoder"]["config"] if "vision_encoder" in inner else inner
+
+
+def _min_size(config: dict) -> int:
+    """A ViT's one patch (DINOv2, ViT, DeiT and SigLIP take any multiple of it); 32 for CNNs and Swin."""
+    if config.get("model_type") in ENCODERS or config.get("registered_name") == SIGLIP:
+        return vision_config(config)["patch_size"]
+    return 32
+
+
 def stages_for(config: dict) -> dict[int, str]:
     """The stages of the keras-hub backbone a ``config.json`` describes: a quarter of a transformer's blocks
     each (keyed by block count, as the zoo's own ViTs), Swin's stages (each ends with its patch merging, so
@@ -53,6 +77,10 @@ def stages_for(config: dict) -> dict[int, str]:
         return {i: f"{encoder}/{block}{i - 1 + first}" for i in range(every, depth + 1, every)}
     if kind == "swin":
         return {i + 1: f"stage_{i}" for i in range(len(config["depths"]))}
+    if config.get("registered_name") == SIGLIP:  # its blocks are nodes of the vision encoder's graph
+        vision = vision_config(config)
+        depth, every = vision["num_layers"], max(1, vision["num_layers"] // 4)
+        return {i: f"{vision['name']}_encoder_block_{i - 1}" for i in range(every, depth + 1, every)}
     return dict(TIMM_STAGES.get(config.get("architecture"), {}))
 
 
@@ -125,3 +153,30 @@ for _arch, _family, _features, _tag, _license in [
         ("densenet121", "timm_densenet", 1024, "tv_in1k", "BSD-3-Clause (torchvision, through timm)")]:
     _entry(_arch, _family, _timm(_arch, _features, _tag), _tag, f"hf://timm/{_arch}.{_tag}", license=_license,
            **TIMM, description=f"timm's {_arch}.{_tag}, converted by keras-hub")
+
+
+def _siglip(size, patch, width, depth, heads, mlp):
+    """keras-hub's SigLIP preset config (``keras_hub>SigLIPBackbone``): the vision encoder and, as the preset
+    holds both towers, the text encoder (SigLIP's text tower has the vision tower's width and depth)."""
+    def encoder(cls, module, **config):
+        return {"module": f"keras_hub.src.models.siglip.{module}", "class_name": cls, "config": config,
+                "registered_name": f"keras_hub>{cls}"}
+    return {"module": "keras_hub.src.models.siglip.siglip_backbone", "class_name": "SigLIPBackbone",
+            "registered_name": SIGLIP, "config": {
+                "name": "siglip_backbone",
+                "vision_encoder": encoder("SigLIPVisionEncoder", "siglip_vision_encoder", name="vision_encoder",
+                                          patch_size=patch, hidden_dim=width, num_layers=depth, num_heads=heads,
+                                          intermediate_dim=mlp, image_shape=[size, size, 3]),
+                "text_encoder": encoder("SigLIPTextEncoder", "siglip_text_encoder", name="text_encoder",
+                                        vocabulary_size=32000, embedding_dim=width, hidden_dim=width,
+                                        num_layers=depth, num_heads=heads, intermediate_dim=mlp)}}
+
+
+# The image tower of keras-hub's SigLIP presets: its output is the attention-pooled embedding (MAP head).
+SIGLIP_TOWER = dict(dataset="WebLI (image-text pairs, sigmoid loss)", license="Apache-2.0 (google-research/big_vision)",
+                    preprocessing=HALF, pooling="none", fixed_size=True, tower="vision_encoder")
+for _size, _width, _depth, _heads, _mlp, _name in [(224, 768, 12, 12, 3072, "base"), (384, 768, 12, 12, 3072, "base"),
+                                                    (256, 1024, 24, 16, 4096, "large")]:
+    _entry(f"siglip_{_name}_patch16_{_size}", "siglip", _siglip(_size, 16, _width, _depth, _heads, _mlp), "webli",
+           f"kaggle://keras/siglip/keras/siglip_{_name}_patch16_{_size}/1", size=_size, **SIGLIP_TOWER,
+           description=f"SigLIP ViT-{_name[0].upper()}/16 image tower at {_size} (Zhai et al. 2023)")
