@@ -2,14 +2,7 @@
 import keras
 import numpy as np
 
-# Per-channel constants in RGB order, as keras.applications.imagenet_utils uses them.
-_MODES = {
-    # mode: (scale, mean, std, reverse channels to BGR)
-    "caffe": (1.0, (123.68, 116.779, 103.939), (1.0, 1.0, 1.0), True),
-    "tf": (1 / 127.5, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), False),
-    "torch": (1 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False),
-    "rescale": (1 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False),
-}
+from applications.normalisation import MODES as _MODES
 
 
 def adapt_channels(values, channels: int) -> np.ndarray:

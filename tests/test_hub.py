@@ -313,19 +313,24 @@ def tiny_siglip_preset(directory: Path) -> tuple[Path, object]:
     return directory, body
 
 
-def test_siglip_image_towers_build_from_keras_hubs_preset_configs(tmp_path):
+# keras-hub publishes each two-tower preset's parameter count and Kaggle handle: the catalog's configs are those
+@pytest.mark.parametrize("arch, backbone_class", [("siglip_base_patch16_224", "SigLIPBackbone"),
+                                                  ("clip_vit_base_patch32", "CLIPBackbone")])
+def test_image_tower_entries_are_keras_hubs_two_tower_presets(arch, backbone_class):
     import keras
     import keras_hub
 
-    spec = next(s for s in zoo.registry.specs() if s.arch == "siglip_base_patch16_224")
+    spec = next(s for s in zoo.registry.specs() if s.arch == arch)
     whole = keras.saving.deserialize_keras_object(spec.builder_kwargs["config"])  # both towers, as the preset
-    preset = keras_hub.models.SigLIPBackbone.presets["siglip_base_patch16_224"]
+    preset = getattr(keras_hub.models, backbone_class).presets[arch]
     assert whole.count_params() == preset["metadata"]["params"] and spec.weights[0].url == preset["kaggle_handle"]
-    tower = zoo.create_model("siglip_base_patch16_224", pretrained=False).get_layer("backbone")
+    tower = zoo.create_model(arch, pretrained=False).get_layer("backbone")
     assert tower.count_params() == whole.vision_encoder.count_params()
-    with pytest.raises(WeightsNotFoundError, match="kaggle://keras/siglip/.*keras-zoo weights import"):
-        zoo.create_model("siglip_base_patch16_224.webli")  # KERAS_ZOO_OFFLINE is set
+    with pytest.raises(WeightsNotFoundError, match=f"{preset['kaggle_handle']}.*keras-zoo weights import"):
+        zoo.create_model(f"{arch}.{spec.weights[0].tag}")  # KERAS_ZOO_OFFLINE is set
 
+
+def test_a_keras_hub_siglip_preset_directory_builds_its_image_tower(tmp_path):
     directory, body = tiny_siglip_preset(tmp_path / "siglip")
     model = zoo.create_model(directory)  # the image tower, normalised with SigLIP's mean and std of 0.5
     images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")

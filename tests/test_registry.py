@@ -81,3 +81,49 @@ def test_unknown_names_and_tags_suggest_what_to_do():
     with pytest.raises(UnknownModelError, match="its tags: imagenet"):
         resolve("resnet50.laion")
     assert isinstance(UnknownModelError("x"), zoo.ZooError)
+
+
+def _measure_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "measure_catalog.py"
+    spec = importlib.util.spec_from_file_location("measure_catalog", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_architecture_has_its_parameters_and_gflops_measured():
+    from zoo.registry import measured, specs
+
+    missing = [s.arch for s in specs() if not measured(s)]
+    assert not missing, f"run python scripts/measure_catalog.py {' '.join(missing)}"
+
+
+def test_the_measured_figures_are_what_the_models_give():
+    import keras
+
+    from zoo.registry import measured, resolve
+
+    script = _measure_script()
+    spec, _ = resolve("resnet_tiny")
+    assert script.measure(spec) == measured(spec)  # the committed file is not stale
+    # the profiler's count against the convolutions' multiply-adds counted by hand (2 FLOPs each): BatchNorm,
+    # bias and the residual additions add the few percent more
+    model = zoo.create_model("resnet_tiny", pretrained=False)
+    convolutions = [layer for layer in model.get_layer("backbone").layers
+                    if isinstance(layer, keras.layers.Conv2D)]
+    by_hand = sum(2 * layer.output.shape[1] * layer.output.shape[2] * layer.kernel.shape[0] * layer.kernel.shape[1]
+                  * layer.kernel.shape[2] * layer.kernel.shape[3] for layer in convolutions) / 1e9
+    assert by_hand <= measured(spec)["gflops"] <= 1.05 * by_hand
+    assert measured(spec)["params"] == model.get_layer("backbone").count_params()
+
+
+def test_published_top1_figures_name_catalog_entries():
+    from zoo.catalog import keras_apps, keras_hub
+    from zoo.registry import specs
+
+    constructors = {s.builder_kwargs["constructor"] for s in specs() if s.source == "keras.applications"}
+    assert set(keras_apps.TOP1) <= constructors
+    assert set(keras_hub.TOP1) <= set(zoo.list_models(pretrained=True))
+    assert zoo.model_info("resnet50")["weights"]["top1"] == 0.749  # keras.io's table

@@ -17,7 +17,7 @@ from pathlib import Path
 from zoo import checks
 from zoo.config import EMBEDDING_MAPS, OBJECTIVES, PRETRAIN_METHODS, SALIENCY_METHODS, TUNERS
 from zoo.errors import DataError, InvalidArgumentError, ZooError
-from zoo.registry import families, list_models, model_info, resolve, specs
+from zoo.registry import families, list_models, measured, model_info, resolve, specs
 from zoo.text import table
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,13 @@ def cmd_list(args) -> int:
         if args.source is not None and spec.source != args.source:
             continue
         h, w = spec.image_size(weight)  # the size the name builds at: its weights', else the architecture's
-        rows.append([name, spec.family, f"{h}x{w}x{spec.input_size[2]}", weight.dataset if weight else "-",
+        size = measured(spec)
+        rows.append([name, spec.family, f"{h}x{w}x{spec.input_size[2]}",
+                     f"{size['params'] / 1e6:.1f}M" if size else "-", f"{size['gflops']:.2f}" if size else "-",
+                     f"{weight.top1:.1%}" if weight and weight.top1 else "-", weight.dataset if weight else "-",
                      spec.source, weight.license.split(" (")[0] if weight else "-"])
-    print(table(rows, ["model", "family", "input", "pretrained on", "source", "licence"]))
+    print(table(rows, ["model", "family", "input", "params", "GFLOPs", "top-1", "pretrained on", "source",
+                       "licence"]))
     print(f"{len(rows)} models")
     return 0
 
@@ -56,12 +60,15 @@ def cmd_info(args) -> int:
         ("preprocessing", info["preprocessing"]), ("stages", stages), ("first conv", info["first_conv"] or "-"),
         ("pooling", info["pooling"]), ("tags", ", ".join(info["tags"]) or "none (random weights only)"),
         ("about", info["description"] or "-"),
+        ("parameters", f"{info['params']:,} (the backbone)" if info["params"] else "not measured"),
+        ("GFLOPs", f"{info['gflops']} per image at {_dims(own)}" if info["gflops"] is not None else "not measured"),
     ]
     if w:
         lines += [("weights file", w["file_name"]), ("url", w["url"] or "bundled with the package"),
                   ("hash", w["file_hash"] or "none"), ("verification", w["verification"]),
                   ("trained on", w["dataset"] + (f" ({w['num_classes']} classes)" if w["num_classes"] else "")),
-                  ("licence", w["license"])]
+                  ("licence", w["license"]),
+                  ("top-1", f"{w['top1']:.1%} on ImageNet, as published" if w["top1"] else "not published")]
     print("\n".join(f"{k:14} {v}" for k, v in lines))
     return 0
 

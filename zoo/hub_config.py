@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from applications.normalisation import mode_of
 from zoo.catalog.keras_hub import stages_for, vision_config
 from zoo.errors import InvalidArgumentError, WeightsError
 from zoo.registry import ModelSpec, specs
@@ -93,10 +94,9 @@ def _normalisation(directory: Path, config: dict) -> tuple[str | None, str]:
         source, values = "pretrained_cfg", (config["pretrained_cfg"]["mean"], config["pretrained_cfg"].get("std"))
     if source is None or None in values:
         return None, ""
-    for mode, (mean, std) in {"torch": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-                              "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}.items():
-        if all(abs(a - b) < 1e-3 for a, b in zip([*values[0], *values[1]], [*mean, *std])):
-            return mode, f"mean and std from its {source}"
+    mode = mode_of(*values)
+    if mode is not None:
+        return mode, f"mean and std from its {source}"
     log.warning("%s: its mean %s and std %s are neither ImageNet's nor 0.5; the model takes images normalised "
                 "that way (it has no preprocessing layer)", directory, values[0], values[1])
     return "none", f"no preprocessing inside: normalise with its {source}'s mean and std"

@@ -12,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import importlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from applications.normalisation import MODES
 from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError
 
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "rescale", "builtin", "none")
+PREPROCESSING_MODES = (*MODES, "builtin", "none")  # builtin: the architecture's own layers; none: nothing
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")  # the weights files create_model(pretrained=PATH) loads
 
 
@@ -43,6 +46,7 @@ class WeightSpec:
     cache_subdir: str = "models"
     bundled: bool = False
     description: str = ""
+    top1: float | None = None  # the publisher's ImageNet top-1 of these weights with their classifier
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,25 @@ class ModelSpec:
         tags = ", ".join(w.tag for w in self.weights) or "none"
         raise UnknownModelError(f"{self.arch} has no weights tagged '{tag}' (its tags: {tags}); "
                                 f"use one of them, or pretrained=False for random weights")
+
+
+MEASURED = Path(__file__).parent / "catalog" / "measured.json"  # scripts/measure_catalog.py writes it
+
+
+def measured_key(spec: ModelSpec) -> str:
+    """The key of an architecture in measured.json: its source and its name (resnet50 has two sources)."""
+    return f"{spec.source}:{spec.arch}"
+
+
+@functools.cache
+def _measured() -> dict:
+    return json.loads(MEASURED.read_text()) if MEASURED.is_file() else {}
+
+
+def measured(spec: ModelSpec) -> dict:
+    """``{"params": backbone parameters, "gflops": GFLOPs of one image at the default size}`` as
+    scripts/measure_catalog.py measured them, or {} for an architecture it has not measured."""
+    return _measured().get(measured_key(spec), {})
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -240,6 +263,7 @@ def model_info(name: str) -> dict:
         spec, weight = resolve(name)
     info = dataclasses.asdict(spec)
     info["name"] = f"{spec.arch}.{weight.tag}" if weight else spec.arch
+    info["params"], info["gflops"] = measured(spec).get("params"), measured(spec).get("gflops")
     info["tags"] = [w.tag for w in spec.weights]
     info["default_input_size"] = (*spec.image_size(weight), spec.input_size[2])  # what the name builds at
     info["weights"] = dataclasses.asdict(weight) if weight else None

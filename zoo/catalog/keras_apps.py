@@ -6,6 +6,19 @@ a user already downloaded with keras.applications is found in Keras's cache and 
 """
 from zoo.registry import ModelSpec, WeightSpec, register
 
+# Top-1 on ImageNet's validation set of the weights with their top, as keras.io publishes it
+# (keras-io templates/api/applications/index.md, "Available models"); ConvNeXt and MobileNetV3 have no row.
+TOP1 = {
+    "Xception": 0.790, "VGG16": 0.713, "VGG19": 0.713, "ResNet50": 0.749, "ResNet50V2": 0.760, "ResNet101": 0.764,
+    "ResNet101V2": 0.772, "ResNet152": 0.766, "ResNet152V2": 0.780, "InceptionV3": 0.779,
+    "InceptionResNetV2": 0.803, "MobileNet": 0.704, "MobileNetV2": 0.713, "DenseNet121": 0.750,
+    "DenseNet169": 0.762, "DenseNet201": 0.773, "NASNetMobile": 0.744, "NASNetLarge": 0.825,
+    "EfficientNetB0": 0.771, "EfficientNetB1": 0.791, "EfficientNetB2": 0.801, "EfficientNetB3": 0.816,
+    "EfficientNetB4": 0.829, "EfficientNetB5": 0.836, "EfficientNetB6": 0.840, "EfficientNetB7": 0.843,
+    "EfficientNetV2B0": 0.787, "EfficientNetV2B1": 0.798, "EfficientNetV2B2": 0.805, "EfficientNetV2B3": 0.820,
+    "EfficientNetV2S": 0.839, "EfficientNetV2M": 0.853, "EfficientNetV2L": 0.857,
+}
+
 
 def _entry(arch, constructor, family, size, preprocessing, stages, first_conv, file_name, url, file_hash,
            license, **options):
@@ -15,7 +28,7 @@ def _entry(arch, constructor, family, size, preprocessing, stages, first_conv, f
         input_size=(size, size, 3), preprocessing=preprocessing, stages=stages, first_conv=first_conv,
         weights=(WeightSpec(tag="imagenet", file_name=file_name, url=url, file_hash=file_hash,
                             dataset="imagenet-1k", num_classes=1000, license=license,
-                            input_size=(size, size)),),
+                            input_size=(size, size), top1=TOP1.get(constructor)),),
         **options))
 
 

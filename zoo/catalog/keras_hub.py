@@ -9,7 +9,20 @@ pinned yet (the handles name each repository's main branch).
 from zoo.registry import ModelSpec, WeightSpec, register
 
 IMAGENET = "torch"  # ImageNet mean and std: DINOv2, DeiT, Swin and timm's recipes
-SIGLIP = "keras_hub>SigLIPBackbone"
+TWO_TOWERS = ("keras_hub>SigLIPBackbone", "keras_hub>CLIPBackbone")  # presets whose image tower is an entry
+
+
+# Top-1 at 224 of the same weights with their ImageNet classifier, as timm's results/results-imagenet.csv gives
+# it (timm ports the Hugging Face DeiT, Swin and ViT checkpoints; google/vit-base-patch16-224 is its
+# vit_base_patch16_224.orig_in21k_ft_in1k). The self-supervised and image-text entries have no classifier.
+TOP1 = {
+    "resnet18.a1_in1k": 0.71504, "resnet50.a1_in1k": 0.80382, "efficientnet_b0.ra_in1k": 0.77698,
+    "mobilenetv3_large_100.ra_in1k": 0.75784, "densenet121.tv_in1k": 0.74750,
+    "deit_tiny_distilled_patch16_224.fb_in1k": 0.74538, "deit_small_distilled_patch16_224.fb_in1k": 0.81204,
+    "deit_base_distilled_patch16_224.fb_in1k": 0.83384, "swin_tiny_patch4_window7_224.ms_in1k": 0.81388,
+    "swin_small_patch4_window7_224.ms_in1k": 0.83228, "swin_base_patch4_window7_224.ms_in22k_ft_in1k": 0.85276,
+    "vit_base_patch16_224.in21k_ft_in1k": 0.81782,
+}
 
 
 def hub_weights_file(handle: str) -> str:
@@ -24,7 +37,7 @@ def _entry(arch, family, config, tag, handle, *, dataset, license, preprocessing
     """One architecture; ``tower``: the image side of a two-tower keras-hub preset (its attribute);
     ``more``: further ``(tag, handle, dataset)`` checkpoints of it."""
     weights = tuple(WeightSpec(tag=t, file_name=hub_weights_file(h), url=h, dataset=d, license=license,
-                               input_size=(size, size), cache_subdir=f"hub/{arch}.{t}")
+                               input_size=(size, size), cache_subdir=f"hub/{arch}.{t}", top1=TOP1.get(f"{arch}.{t}"))
                     for t, h, d in ((tag, handle, dataset), *more))
     register(ModelSpec(
         arch=arch, family=family, source="keras-hub", builder="zoo.hub:build",
@@ -59,8 +72,8 @@ def vision_config(config: dict) -> dict:
 
 
 def _min_size(config: dict) -> int:
-    """A ViT's one patch (DINOv2, ViT, DeiT and SigLIP take any multiple of it); 32 for CNNs and Swin."""
-    if config.get("model_type") in ENCODERS or config.get("registered_name") == SIGLIP:
+    """A ViT's one patch (DINOv2, ViT, DeiT, SigLIP and CLIP take any multiple of it); 32 for CNNs and Swin."""
+    if config.get("model_type") in ENCODERS or config.get("registered_name") in TWO_TOWERS:
         return vision_config(config)["patch_size"]
     return 32
 
@@ -77,7 +90,7 @@ def stages_for(config: dict) -> dict[int, str]:
         return {i: f"{encoder}/{block}{i - 1 + first}" for i in range(every, depth + 1, every)}
     if kind == "swin":
         return {i + 1: f"stage_{i}" for i in range(len(config["depths"]))}
-    if config.get("registered_name") == SIGLIP:  # its blocks are nodes of the vision encoder's graph
+    if config.get("registered_name") in TWO_TOWERS:  # the blocks are nodes of the vision encoder's graph
         vision = vision_config(config)
         depth, every = vision["num_layers"], max(1, vision["num_layers"] // 4)
         return {i: f"{vision['name']}_encoder_block_{i - 1}" for i in range(every, depth + 1, every)}
@@ -155,24 +168,34 @@ for _arch, _family, _features, _tag, _license in [
            **TIMM, description=f"timm's {_arch}.{_tag}, converted by keras-hub")
 
 
-def _siglip(size, patch, width, depth, heads, mlp):
-    """keras-hub's SigLIP preset config (``keras_hub>SigLIPBackbone``): the vision encoder and, as the preset
-    holds both towers, the text encoder (SigLIP's text tower has the vision tower's width and depth)."""
-    def encoder(cls, module, **config):
-        return {"module": f"keras_hub.src.models.siglip.{module}", "class_name": cls, "config": config,
+def _two_towers(family: str, prefix: str, vision: dict, text: dict, **top) -> dict:
+    """keras-hub's preset config (``config.json``) of a two-tower backbone (``SigLIPBackbone``, ``CLIPBackbone``):
+    the arguments of its vision encoder and of its text encoder, which the preset holds too."""
+    def part(module: str, cls: str, **config) -> dict:
+        return {"module": f"keras_hub.src.models.{family}.{family}_{module}", "class_name": cls, "config": config,
                 "registered_name": f"keras_hub>{cls}"}
-    return {"module": "keras_hub.src.models.siglip.siglip_backbone", "class_name": "SigLIPBackbone",
-            "registered_name": SIGLIP, "config": {
-                "name": "siglip_backbone",
-                "vision_encoder": encoder("SigLIPVisionEncoder", "siglip_vision_encoder", name="vision_encoder",
-                                          patch_size=patch, hidden_dim=width, num_layers=depth, num_heads=heads,
-                                          intermediate_dim=mlp, image_shape=[size, size, 3]),
-                "text_encoder": encoder("SigLIPTextEncoder", "siglip_text_encoder", name="text_encoder",
-                                        vocabulary_size=32000, embedding_dim=width, hidden_dim=width,
-                                        num_layers=depth, num_heads=heads, intermediate_dim=mlp)}}
+    return part("backbone", f"{prefix}Backbone", name=f"{family}_backbone", **top,
+                vision_encoder=part("vision_encoder", f"{prefix}VisionEncoder", name="vision_encoder", **vision),
+                text_encoder=part("text_encoder", f"{prefix}TextEncoder", name="text_encoder", **text))
 
 
-# The image tower of keras-hub's SigLIP presets: its output is the attention-pooled embedding (MAP head).
+def _siglip(size, patch, width, depth, heads, mlp):
+    """SigLIP's towers (Zhai et al. 2023): the text tower has the vision tower's width and depth."""
+    tower = dict(hidden_dim=width, num_layers=depth, num_heads=heads, intermediate_dim=mlp)
+    return _two_towers("siglip", "SigLIP", dict(patch_size=patch, image_shape=[size, size, 3], **tower),
+                       dict(vocabulary_size=32000, embedding_dim=width, **tower))
+
+
+def _clip(size, patch, width, depth, heads, text_width, text_heads):
+    """OpenAI CLIP's towers (Radford et al. 2021): a 12-layer text tower, MLPs 4x wide, a joint projection."""
+    return _two_towers("clip", "CLIP", dict(patch_size=patch, hidden_dim=width, num_layers=depth, num_heads=heads,
+                                            intermediate_dim=4 * width, image_shape=[size, size, 3]),
+                       dict(vocabulary_size=49408, embedding_dim=text_width, hidden_dim=text_width, num_layers=12,
+                            num_heads=text_heads, intermediate_dim=4 * text_width), projection_dim=text_width)
+
+
+# The image towers of keras-hub's two-tower presets (kaggle:// handles, keras-hub's own files). SigLIP's tower
+# ends in its attention-pooling (MAP) head; CLIP's in its tokens, read at the class token (before the projection).
 SIGLIP_TOWER = dict(dataset="WebLI (image-text pairs, sigmoid loss)", license="Apache-2.0 (google-research/big_vision)",
                     preprocessing=HALF, pooling="none", fixed_size=True, tower="vision_encoder")
 for _size, _width, _depth, _heads, _mlp, _name in [(224, 768, 12, 12, 3072, "base"), (384, 768, 12, 12, 3072, "base"),
@@ -180,3 +203,11 @@ for _size, _width, _depth, _heads, _mlp, _name in [(224, 768, 12, 12, 3072, "bas
     _entry(f"siglip_{_name}_patch16_{_size}", "siglip", _siglip(_size, 16, _width, _depth, _heads, _mlp), "webli",
            f"kaggle://keras/siglip/keras/siglip_{_name}_patch16_{_size}/1", size=_size, **SIGLIP_TOWER,
            description=f"SigLIP ViT-{_name[0].upper()}/16 image tower at {_size} (Zhai et al. 2023)")
+CLIP_TOWER = dict(dataset="WIT-400M (OpenAI's image-text pairs)", license="MIT (openai/CLIP)", preprocessing="clip",
+                  pooling="token", fixed_size=True, tower="vision_encoder")
+for _arch, _patch, _width, _depth, _heads, _text, _text_heads in [
+        ("clip_vit_base_patch32", 32, 768, 12, 12, 512, 8), ("clip_vit_base_patch16", 16, 768, 12, 12, 512, 8),
+        ("clip_vit_large_patch14", 14, 1024, 24, 16, 768, 12)]:
+    _entry(_arch, "clip", _clip(224, _patch, _width, _depth, _heads, _text, _text_heads), "openai",
+           f"kaggle://keras/clip/keras/{_arch}/3", **CLIP_TOWER,
+           description=f"CLIP ViT-{'B' if _width == 768 else 'L'}/{_patch} image tower (Radford et al. 2021)")
