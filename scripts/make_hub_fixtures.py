@@ -54,46 +54,72 @@ def _save(directory: Path, x: np.ndarray, expected) -> None:
     print(f"{directory.name}: expected {tuple(expected.shape)}")
 
 
-def timm_resnet18() -> None:
-    """timm's resnet18, average-pooled features (keras-hub's timm converter)."""
+def timm_model(architecture: str, features: int, size: int = 64, calibrate: bool = False) -> None:
+    """A timm CNN, average-pooled features (keras-hub's timm converter). Its weights come from ``weights()``,
+    and only their manifest is committed. ``calibrate``: for a deep network without a residual path around
+    every block (EfficientNet), seeded BatchNorm statistics make the features vanish, so they are measured on
+    random images (as training would) and committed, float16, in ``batchnorm.npz``."""
     import timm
     import torch
 
-    directory = OUT / "timm_resnet18"
+    directory = OUT / f"timm_{architecture}"
     directory.mkdir(parents=True, exist_ok=True)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=0).eval()
+    model = timm.create_model(architecture, pretrained=False, num_classes=0)
     manifest = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights(manifest).items()})
+    if calibrate:
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.momentum = None  # a plain average over the calibration batch
+                layer.reset_running_stats()
+        with torch.no_grad():
+            model.train()(_nchw(_images(size, 7)))
+        stats = {k: v.numpy().astype("float16") for k, v in model.state_dict().items()
+                 if k.endswith(("running_mean", "running_var"))}
+        np.savez(directory / "batchnorm.npz", **stats)
+        model.load_state_dict({k: torch.from_numpy(v.astype("float32")) for k, v in stats.items()}, strict=False)
+    model.eval()
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    config = {"architecture": "resnet18", "num_classes": 0, "num_features": 512,
-              "pretrained_cfg": {"input_size": [3, 64, 64], "mean": MEAN.tolist(), "std": STD.tolist()}}
+    config = {"architecture": architecture, "num_classes": 0, "num_features": features,
+              "pretrained_cfg": {"input_size": [3, size, size], "mean": MEAN.tolist(), "std": STD.tolist()}}
     (directory / "config.json").write_text(json.dumps(config, indent=1))
-    x = _images(64, 1)
+    x = _images(size, 1)
     with torch.no_grad():
         _save(directory, x, model(_nchw(x)))
 
 
-def transformers_model(name: str, model_class, config, size: int, mean, std) -> None:
+def transformers_model(name: str, model_class, config, size: int, mean, std, pooled: bool = False) -> None:
     """A transformers vision model at its own image size: the class token of its base model's last hidden
-    state (after the final LayerNorm)."""
+    state (after the final LayerNorm), or with ``pooled`` its average-pooled output (Swin's)."""
     import torch
 
     torch.manual_seed(0)
     directory = OUT / name
     model = model_class(config).eval()
     model.save_pretrained(directory, safe_serialization=True)
-    (directory / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": mean, "image_std": std, "size": {"height": size, "width": size}}))
     x = _images(size, 2)
     with torch.no_grad():
         base = getattr(model, model.base_model_prefix, model)  # ViTForImageClassification.vit, or the model
         out = base(pixel_values=_nchw(x, np.array(mean, "float32"), np.array(std, "float32")))
-    _save(directory, x, out.last_hidden_state[:, 0])
+    _save(directory, x, out.pooler_output if pooled else out.last_hidden_state[:, 0])
 
 
 def main() -> None:
-    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTForImageClassification
+    from transformers import (
+        DeiTConfig,
+        DeiTForImageClassificationWithTeacher,
+        Dinov2Config,
+        Dinov2Model,
+        SwinConfig,
+        SwinModel,
+        ViTConfig,
+        ViTForImageClassification,
+    )
 
-    timm_resnet18()
+    timm_model("resnet18", 512)
+    timm_model("efficientnet_b0", 1280, calibrate=True)
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, hidden_dropout_prob=0.0,
                  attention_probs_dropout_prob=0.0)
     transformers_model("dinov2_tiny", Dinov2Model, Dinov2Config(**small, mlp_ratio=4, patch_size=14, image_size=56),
@@ -102,6 +128,15 @@ def main() -> None:
     transformers_model("vit_tiny", ViTForImageClassification,
                        ViTConfig(**small, intermediate_size=64, patch_size=8, image_size=32, num_labels=10), 32,
                        [0.5] * 3, [0.5] * 3)
+    # as facebook/deit-*-distilled-patch16-224 are saved: a class and a distillation token, two heads
+    transformers_model("deit_tiny", DeiTForImageClassificationWithTeacher,
+                       DeiTConfig(**small, intermediate_size=64, patch_size=8, image_size=32, num_labels=10), 32,
+                       MEAN.tolist(), STD.tolist())
+    # as microsoft/swin-*-patch4-window7-224: two stages, windows shifted in each stage's second block
+    transformers_model("swin_tiny", SwinModel,
+                       SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4],
+                                  window_size=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                  drop_path_rate=0.0), 32, MEAN.tolist(), STD.tolist(), pooled=True)
 
 
 if __name__ == "__main__":

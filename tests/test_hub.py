@@ -25,14 +25,17 @@ def _script():
     return module
 
 
-def timm_resnet18(directory: Path) -> Path:
-    """The timm ResNet-18 checkpoint directory: its config, and the seeded weights the script gave timm."""
+def timm_checkpoint(directory: Path, fixture: str = "timm_resnet18") -> Path:
+    """A timm checkpoint directory: the fixture's config, and the seeded weights the script gave timm."""
     from safetensors.numpy import save_file
 
     directory.mkdir()
-    shutil.copy(FIXTURES / "timm_resnet18" / "config.json", directory)
-    manifest = json.loads((FIXTURES / "timm_resnet18" / "manifest.json").read_text())
-    save_file(_script().weights(manifest), str(directory / "model.safetensors"))
+    shutil.copy(FIXTURES / fixture / "config.json", directory)
+    manifest = json.loads((FIXTURES / fixture / "manifest.json").read_text())
+    tensors = _script().weights(manifest)
+    if (FIXTURES / fixture / "batchnorm.npz").is_file():  # the statistics the script measured
+        tensors.update({k: v.astype("float32") for k, v in np.load(FIXTURES / fixture / "batchnorm.npz").items()})
+    save_file(tensors, str(directory / "model.safetensors"))
     return directory
 
 
@@ -43,13 +46,15 @@ def relative_error(model, fixture: Path) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def test_a_timm_resnet_directory_computes_what_timm_computes(tmp_path):
-    model = zoo.create_model(timm_resnet18(tmp_path / "resnet18"))  # raw 0-255 images, average-pooled
-    assert zoo.entry_of(model).family == "timm_resnet" and zoo.entry_of(model).preprocessing == "torch"
-    assert relative_error(model, FIXTURES / "timm_resnet18") < 1e-4
+@pytest.mark.parametrize("fixture, family", [("timm_resnet18", "timm_resnet"),
+                                             ("timm_efficientnet_b0", "timm_efficientnet")])
+def test_a_timm_directory_computes_what_timm_computes(tmp_path, fixture, family):
+    model = zoo.create_model(timm_checkpoint(tmp_path / fixture, fixture))  # raw 0-255 images, average-pooled
+    assert zoo.entry_of(model).family == family and zoo.entry_of(model).preprocessing == "torch"
+    assert relative_error(model, FIXTURES / fixture) < 1e-4
 
 
-@pytest.mark.parametrize("name", ["dinov2_tiny", "vit_tiny"])
+@pytest.mark.parametrize("name", ["dinov2_tiny", "vit_tiny", "deit_tiny", "swin_tiny"])
 def test_a_transformers_directory_computes_what_transformers_computes(name):
     # at the checkpoint's own image size: no position-embedding interpolation, so float32 round-off only
     model = zoo.create_model(FIXTURES / name)  # the class token, normalised with its preprocessor_config.json
@@ -141,7 +146,7 @@ def test_a_checkpoint_imported_into_the_store_builds_its_catalog_entry_offline(t
     monkeypatch.setattr(weights, "cache_dir", lambda: tmp_path / "store")
     with pytest.raises(WeightsError, match="another architecture than dinov2_small .hidden_size 32"):
         weights.import_file(FIXTURES / "dinov2_tiny", "dinov2_small.lvd142m")
-    checkpoint = timm_resnet18(tmp_path / "downloaded")
+    checkpoint = timm_checkpoint(tmp_path / "downloaded")
     stored = weights.import_file(checkpoint, "resnet18.a1_in1k")
     assert sorted(p.name for p in stored.iterdir()) == ["config.json", "model.safetensors"]
     model = zoo.create_model("resnet18.a1_in1k", input_shape=(64, 64))  # KERAS_ZOO_OFFLINE is set
@@ -165,6 +170,32 @@ def test_a_hub_handle_is_its_catalog_entry_or_a_checkpoint_fetched_into_the_stor
     shutil.copytree(FIXTURES / "dinov2_tiny", fetched)
     model = zoo.create_model("hf://someone/new-model")
     assert relative_error(model, FIXTURES / "dinov2_tiny") < 1e-5
+
+
+def test_a_catalog_checkpoint_downloads_at_its_pinned_revision(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from zoo import compat, weights
+
+    asked = []
+
+    def hub_download(repo_id, filename, revision=None):
+        asked.append((repo_id, filename, revision))
+        return str(tmp_path / "downloaded" / filename)
+
+    timm_checkpoint(tmp_path / "downloaded")
+    monkeypatch.setattr(weights, "cache_dir", lambda: tmp_path / "store")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub_download)
+    monkeypatch.setattr(compat, "hub_file", lambda handle, name: pytest.fail("an unpinned download"))
+    spec, weight = zoo.registry.resolve("resnet18.a1_in1k")
+    stored = weights.download(weight)
+    pinned = "491b427b45c94c7fb0e78b5474cc919aff584bbf"
+    assert asked == [("timm/resnet18.a1_in1k", "config.json", pinned),
+                     ("timm/resnet18.a1_in1k", "model.safetensors", pinned)]
+    assert stored.read_bytes() == (tmp_path / "downloaded" / "model.safetensors").read_bytes()
+    unpinned = [w for s in zoo.registry.specs() for w in s.weights if w.url and w.url.startswith("hf://")
+                and not w.revision]
+    assert 0 < len(unpinned) < 8  # the handles no pinned commit was found for follow the main branch
 
 
 # keras-hub's own pyramid outputs (P2 is stride 4) are where the catalog says each timm stage ends
@@ -350,7 +381,7 @@ def test_a_fine_tuned_hub_model_saves_as_a_keras_hub_preset(tmp_path):
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
-    model = zoo.create_model(timm_resnet18(tmp_path / "resnet18"), num_classes=3, input_shape=(64, 64), dropout=0.1)
+    model = zoo.create_model(timm_checkpoint(tmp_path / "resnet18"), num_classes=3, input_shape=(64, 64), dropout=0.1)
     head = model.get_layer("head")
     head.set_weights([rng.normal(size=w.shape).astype("float32") for w in head.get_weights()])  # as if trained
     files = save_preset(model, tmp_path / "preset")

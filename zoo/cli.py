@@ -65,6 +65,7 @@ def cmd_info(args) -> int:
     ]
     if w:
         lines += [("weights file", w["file_name"]), ("url", w["url"] or "bundled with the package"),
+                  *([("revision", w["revision"])] if w["revision"] else []),
                   ("hash", w["file_hash"] or "none"), ("verification", w["verification"]),
                   ("trained on", w["dataset"] + (f" ({w['num_classes']} classes)" if w["num_classes"] else "")),
                   ("licence", w["license"]),

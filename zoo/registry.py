@@ -47,6 +47,7 @@ class WeightSpec:
     bundled: bool = False
     description: str = ""
     top1: float | None = None  # the publisher's ImageNet top-1 of these weights with their classifier
+    revision: str | None = None  # a hub checkpoint's pinned commit (Hugging Face); None: the main branch
 
 
 @dataclass(frozen=True)

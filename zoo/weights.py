@@ -120,11 +120,9 @@ def download(weight: WeightSpec) -> Path:
     import keras
 
     if weight.url.startswith(HUB_PREFIXES):
-        from zoo import compat
-
         try:
             for name in hub_files(weight):
-                atomic_copy(compat.hub_file(weight.url, name), local_path(weight).parent / name)
+                atomic_copy(_hub_file(weight, name), local_path(weight).parent / name)
         except Exception as e:  # keras-hub raises network, permission and missing-file errors alike
             raise WeightsNotFoundError(
                 f"could not download {weight.url} ({e}); check the network, or fetch its "
@@ -140,6 +138,18 @@ def download(weight: WeightSpec) -> Path:
             f"could not download {weight.file_name} from {weight.url} ({e}); check the network, or fetch "
             f"the file elsewhere and import it with `keras-zoo weights import FILE --model ...`") from e
     return Path(got)
+
+
+def _hub_file(weight: WeightSpec, name: str) -> str:
+    """One file of a hub checkpoint in its hub's own cache: at the pinned revision through huggingface_hub
+    (keras-hub's handles cannot name one), else through keras-hub."""
+    if weight.revision:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(weight.url.removeprefix("hf://"), name, revision=weight.revision)
+    from zoo import compat
+
+    return compat.hub_file(weight.url, name)
 
 
 def import_file(source: str | os.PathLike, name: str) -> Path:

@@ -3,8 +3,8 @@
 Each entry carries its checkpoint's own ``config.json`` (the fields keras-hub's converter reads), so the
 architecture builds offline with random weights and ``keras-zoo list`` needs no network; the weights are the
 checkpoint directory at ``url`` (``hf://org/name``), converted by keras-hub on load. The hub publishes no
-hash keras-hub checks, so these files are "unverifiable" in ``keras-zoo weights verify``; no revision is
-pinned yet (the handles name each repository's main branch).
+hash keras-hub checks, so these files are "unverifiable" in ``keras-zoo weights verify``; a Hugging Face
+checkpoint is downloaded at its pinned revision where ``REVISIONS`` has one, else from the main branch.
 """
 from zoo.registry import ModelSpec, WeightSpec, register
 
@@ -24,6 +24,25 @@ TOP1 = {
     "vit_base_patch16_224.in21k_ft_in1k": 0.81782,
 }
 
+# The commit each Hugging Face checkpoint is downloaded at. This machine cannot reach the hub: each one is the
+# commit independent public projects pin or have in their hub cache (snapshots/<commit>/model.safetensors);
+# the handles without one (no such evidence found) follow the main branch.
+REVISIONS = {
+    "hf://facebook/dinov2-small": "ed25f3a31f01632728cabb09d1542f84ab7b0056",
+    "hf://facebook/dinov2-base": "f9e44c814b77203eaa57a6bdbbd535f21ede1415",
+    "hf://facebook/dinov2-large": "47b73eefe95e8d44ec3623f8890bd894b6ea2d6c",
+    "hf://facebook/dinov2-with-registers-small": "0d9846e56b43a21fa46d7f3f5070f0506a5795a9",
+    "hf://google/vit-base-patch16-224-in21k": "b4569560a39a0f1af58e3ddaf17facf20ab919b0",
+    "hf://google/vit-base-patch16-224": "3f49326eb077187dfe1c2a2bb15fbd74e6ab91e3",
+    "hf://google/vit-large-patch16-224-in21k": "6074eaf2211423e928c93b93ef773d5da618aa7e",
+    "hf://microsoft/swin-tiny-patch4-window7-224": "d00d478bfaf1f417d34a1186673ad4b4be264c51",
+    "hf://timm/resnet18.a1_in1k": "491b427b45c94c7fb0e78b5474cc919aff584bbf",
+    "hf://timm/resnet50.a1_in1k": "767268603ca0cb0bfe326fa87277f19c419566ef",
+    "hf://timm/efficientnet_b0.ra_in1k": "1b5383e5f79cc0f7fc067e372f8f26a5fa73f26a",
+    "hf://timm/mobilenetv3_large_100.ra_in1k": "96f46a1c52932f27492dff66c72378eb99b443a7",
+    "hf://timm/densenet121.tv_in1k": "f0d0f2698a02cb133b09d48396db6e1e46fe9f3b",
+}
+
 
 def hub_weights_file(handle: str) -> str:
     """The weights file of a hub checkpoint: keras-hub's own presets (Kaggle) keep ``model.weights.h5``,
@@ -37,7 +56,8 @@ def _entry(arch, family, config, tag, handle, *, dataset, license, preprocessing
     """One architecture; ``tower``: the image side of a two-tower keras-hub preset (its attribute);
     ``more``: further ``(tag, handle, dataset)`` checkpoints of it."""
     weights = tuple(WeightSpec(tag=t, file_name=hub_weights_file(h), url=h, dataset=d, license=license,
-                               input_size=(size, size), cache_subdir=f"hub/{arch}.{t}", top1=TOP1.get(f"{arch}.{t}"))
+                               input_size=(size, size), cache_subdir=f"hub/{arch}.{t}", top1=TOP1.get(f"{arch}.{t}"),
+                               revision=REVISIONS.get(h))
                     for t, h, d in ((tag, handle, dataset), *more))
     register(ModelSpec(
         arch=arch, family=family, source="keras-hub", builder="zoo.hub:build",

@@ -481,14 +481,26 @@ def epochs_stream(examples: tf.data.Dataset, batch: int, steps: int, first: int,
                   seed: int | None) -> tf.data.Dataset:
     """Epochs ``first..last-1`` of ``steps`` batches each, back to back, built lazily (any number of epochs).
 
-    Each epoch is reshuffled from ``seed``; a run resumed at epoch ``first`` skips the earlier epochs'
-    batches, so it sees the order an uninterrupted run saw (tf.data's reshuffling depends on how often a
-    dataset object was iterated, which a new process cannot know otherwise). ``seed=None``: no shuffle.
+    Epoch ``e`` is shuffled from ``(seed, e)`` alone, with stateless random ops: each block of
+    ``SHUFFLE_BUFFER`` examples in a random order (the whole set, up to that size). So a run resumed at
+    epoch ``first`` sees the order an uninterrupted run saw, and so does a run under a distribution
+    strategy, which iterates the dataset once more before training (``Dataset.shuffle``'s order depends on
+    how often the dataset object was iterated). ``seed=None``: no shuffle.
     """
-    if seed is not None:
-        examples = examples.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-    stream = examples.batch(batch).repeat().skip(first * steps).take((last - first) * steps)
-    return stream.prefetch(tf.data.AUTOTUNE)
+    def shuffled(e: tf.Tensor) -> tf.data.Dataset:
+        def block(i: tf.Tensor, items) -> tf.data.Dataset:
+            size = tf.shape(tf.nest.flatten(items)[0])[0]
+            key = tf.stack([tf.constant(seed, tf.int64), e * 1_000_003 + i])
+            order = tf.random.experimental.stateless_shuffle(tf.range(size), seed=key)
+            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda t: tf.gather(t, order), items))
+
+        return examples.batch(SHUFFLE_BUFFER).enumerate().flat_map(block)
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        return (examples if seed is None else shuffled(e)).batch(batch).take(steps)
+
+    stream = tf.data.Dataset.range(first, last).flat_map(epoch)  # flat_map cannot know the count: say it
+    return stream.apply(tf.data.experimental.assert_cardinality((last - first) * steps)).prefetch(tf.data.AUTOTUNE)
 
 
 def _non_finite(examples: tf.data.Dataset) -> int:
