@@ -487,17 +487,16 @@ def epochs_stream(examples: tf.data.Dataset, batch: int, steps: int, first: int,
     strategy, which iterates the dataset once more before training (``Dataset.shuffle``'s order depends on
     how often the dataset object was iterated). ``seed=None``: no shuffle.
     """
-    def shuffled(e: tf.Tensor) -> tf.data.Dataset:
-        def block(i: tf.Tensor, items) -> tf.data.Dataset:
-            size = tf.shape(tf.nest.flatten(items)[0])[0]
-            key = tf.stack([tf.constant(seed, tf.int64), e * 1_000_003 + i])
-            order = tf.random.experimental.stateless_shuffle(tf.range(size), seed=key)
-            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda t: tf.gather(t, order), items))
-
-        return examples.batch(SHUFFLE_BUFFER).enumerate().flat_map(block)
+    def shuffle(e: tf.Tensor, i: tf.Tensor, items):
+        size = tf.shape(tf.nest.flatten(items)[0])[0]
+        order = tf.random.experimental.stateless_shuffle(tf.range(size), seed=tf.stack([seed, e * 1_000_003 + i]))
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), items)
 
     def epoch(e: tf.Tensor) -> tf.data.Dataset:
-        return (examples if seed is None else shuffled(e)).batch(batch).take(steps)
+        if seed is None:
+            return examples.batch(batch).take(steps)
+        blocks = examples.batch(SHUFFLE_BUFFER).enumerate().map(lambda i, items: shuffle(e, i, items))
+        return blocks.unbatch().batch(batch).take(steps)
 
     stream = tf.data.Dataset.range(first, last).flat_map(epoch)  # flat_map cannot know the count: say it
     return stream.apply(tf.data.experimental.assert_cardinality((last - first) * steps)).prefetch(tf.data.AUTOTUNE)
