@@ -151,7 +151,7 @@ def load(
             with contextlib.suppress(DataError, InvalidArgumentError):  # the files decide: asked again below
                 early = _target(src, model, image_size, channels)
         early = early if early and early[1] in (1, 3) else None
-        chosen, skipped, images = _drop_undecodable(src, chosen, strict, early and _preparer(src.decode, None, *early))
+        chosen, skipped, images = _drop_undecodable(src, chosen, strict, early)
         if images is not None and _target(src, model, image_size, channels) == early:  # the channels held
             chosen = _in_memory(chosen, images, label_map)
     size, channels = _target(src, model, image_size, channels)
@@ -383,10 +383,14 @@ def _folder(root: Path) -> _Source:
 
 
 def _decode_file(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """A file's pixels as uint8. A JPEG at least twice ``size`` on both sides decodes at 1/2, 1/4 or
-    1/8 scale (JPEG DCT scaling: a camera photo decodes several times faster), never below ``size``;
-    the resize that follows does the rest."""
-    data = tf.io.read_file(path)
+    """A file's pixels as uint8, as ``_decode_bytes`` makes them."""
+    return _decode_bytes(tf.io.read_file(path), size)
+
+
+def _decode_bytes(data: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """An image file's bytes as uint8 pixels. A JPEG at least twice ``size`` on both sides decodes at 1/2,
+    1/4 or 1/8 scale (JPEG DCT scaling: less work after the entropy decoding), never below ``size``; the
+    resize that follows does the rest."""
 
     def jpeg() -> tf.Tensor:
         scale = tf.reduce_min(tf.io.extract_jpeg_shape(data)[:2] // size)  # how many times too big
@@ -416,11 +420,10 @@ def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndar
     return tf.cast(image, tf.float32).numpy()
 
 
-def _checked_shape(path: tf.Tensor, decode_jpeg: bool = True) -> tf.Tensor:
-    """The (height, width, channels) of a file that decodes; an error otherwise. A JPEG is decoded
-    at 1/8 scale (every byte is still read by the same decoder, at a quarter of the cost), or with
+def _checked_shape(data: tf.Tensor, decode_jpeg: bool = True) -> tf.Tensor:
+    """The (height, width, channels) of an image file's bytes that decode; an error otherwise. A JPEG is
+    decoded at 1/8 scale (every byte is still read by the same decoder, at a quarter of the cost), or with
     ``decode_jpeg=False`` only its header is read (the caller decodes it)."""
-    data = tf.io.read_file(path)
 
     def jpeg() -> tf.Tensor:
         if not decode_jpeg:
@@ -535,18 +538,22 @@ def _per_class(idx: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def _drop_undecodable(
-    src: _Source, chosen: dict[str, tuple[_Part, np.ndarray]], strict: bool, prepare: Callable | None = None
+    src: _Source, chosen: dict[str, tuple[_Part, np.ndarray]], strict: bool,
+    target: tuple[tuple[int, int], int] | None = None
 ) -> tuple[dict[str, tuple[_Part, np.ndarray]], tuple[str, ...], tf.Tensor | None]:
-    """Decode each chosen file once, with the pipeline's own decoder, so that none fails mid-epoch;
-    learn the images' common size and channels on the way. With ``prepare`` (the pipeline's per-example
-    map), also return what it makes of every good file, in order: the images, decoded once."""
+    """Decode each chosen file once (read once), with the pipeline's own decoder, so that none fails
+    mid-epoch; learn the images' common size and channels on the way. With ``target`` (the pipeline's
+    size and channels), also return what it makes of every good file, in order: the images, decoded once."""
     every = np.unique(np.concatenate([idx for _, idx in chosen.values()]))
-    ds = tf.data.Dataset.from_tensor_slices(src.paths[every]).enumerate()
-    if prepare is None:
-        ds = ds.map(lambda i, path: (i, _checked_shape(path), 0), num_parallel_calls=AUTOTUNE)
-    else:
-        ds = ds.map(lambda i, path: (i, _checked_shape(path, decode_jpeg=False), prepare(path, 0)[0]),
-                    num_parallel_calls=AUTOTUNE)
+    prepare = target and _preparer(_decode_bytes, None, *target)
+
+    def check(i: tf.Tensor, path: tf.Tensor):
+        data = tf.io.read_file(path)
+        if prepare is None:
+            return i, _checked_shape(data), 0
+        return i, _checked_shape(data, decode_jpeg=False), prepare(data, 0)[0]
+
+    ds = tf.data.Dataset.from_tensor_slices(src.paths[every]).enumerate().map(check, num_parallel_calls=AUTOTUNE)
     found = [*ds.ignore_errors().batch(len(every))]  # one batch: the images in one tensor, not pieces to join
     good = every[np.concatenate([np.zeros(0, np.int64), *(i.numpy() for i, _, _ in found)])]
     if not len(good):
