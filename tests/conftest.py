@@ -9,7 +9,7 @@ os.environ.setdefault("KERAS_ZOO_OFFLINE", "1")  # tests never touch the network
 # one, so that neither worker is left with a long file at the end. Every other file runs whole on one
 # worker (its module-scoped fixtures, such as the CLI's main job, are then built once).
 SPLIT_PER_TEST = {"test_architectures.py", "test_examples.py", "test_factory.py", "test_finetune.py",
-                  "test_tuning.py"}
+                  "test_hub.py", "test_tuning.py"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the test ids
