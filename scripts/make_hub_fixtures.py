@@ -7,7 +7,8 @@ an input batch, and what the reference implementation computes on it.
 Each fixture is a directory as the hub serves it (``config.json`` and ``model.safetensors``, written by the
 library itself), plus ``x.npy`` (raw 0-255 images, NHWC) and ``expected.npy`` (the reference's output on
 them). The timm ResNet-18's 11.7M weights are not committed: ``weights()`` makes them from a seed, here and
-in the test, and the test writes the safetensors file (``manifest.json`` lists the tensors).
+in the test, and the test writes the safetensors file (``manifest.json`` lists the tensors). The text
+fixture (BERT) has its own vocabulary and tokenized sentences instead of images: see ``transformers_text_model``.
 """
 from __future__ import annotations
 
@@ -106,8 +107,75 @@ def transformers_model(name: str, model_class, config, size: int, mean, std, poo
     _save(directory, x, out.pooler_output if pooled else out.last_hidden_state[:, 0])
 
 
+SENTENCES = [  # at 16 tokens: the second is truncated, the third fills them, the others are padded
+    "Return the sorted list of items.",
+    "Return a new list containing all items from the iterable in ascending order, unless a key function is "
+    "given to customize the sort order.",
+    "Is the zyzzyva's file open?",
+    "JSON Parser Raises ValueError",
+]
+
+
+def _stdlib_docstrings() -> list[str]:
+    """A real English corpus available offline: the docstrings of standard library modules and of their
+    public members, in a fixed order (about 300 KB; it varies a little with the Python version)."""
+    import importlib
+    import inspect
+
+    modules = ["argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "contextlib", "copy",
+               "csv", "dataclasses", "datetime", "decimal", "difflib", "email", "enum", "fractions", "functools",
+               "gzip", "hashlib", "heapq", "http.client", "inspect", "io", "itertools", "json", "logging", "math",
+               "os", "pathlib", "pickle", "random", "re", "shutil", "socket", "statistics", "string", "subprocess",
+               "tarfile", "tempfile", "textwrap", "threading", "typing", "unittest", "urllib.parse", "uuid",
+               "xml.etree.ElementTree", "zipfile"]
+    texts = []
+    for name in modules:
+        module = importlib.import_module(name)
+        members = [m for k, m in sorted(inspect.getmembers(module), key=lambda km: km[0])
+                   if not k.startswith("_") and getattr(m, "__module__", None) == name]
+        texts += [doc for doc in map(inspect.getdoc, [module] + members) if doc]
+    return texts
+
+
+def transformers_text_model(name: str, config, vocabulary_size: int = 1000, length: int = 16) -> None:
+    """A transformers BERT with its own WordPiece vocabulary, trained on standard library docstrings
+    (``vocab.txt``, kept if present), and the tokenizer files of ``save_pretrained``. Fixed sentences
+    (``sentences.json``) are tokenized by transformers to ``length`` tokens (``token_ids.npy``,
+    ``padding_mask.npy``); ``expected.npy`` is the last hidden state, ``pooled.npy`` the pooler output."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertModel, BertTokenizerFast
+
+    directory = OUT / name
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_file = directory / "vocab.txt"  # what keras-hub reads (transformers 5 no longer writes it)
+    if not vocab_file.exists():  # the trainer breaks ties in hash order, so a rerun keeps the committed one
+        trainer = BertWordPieceTokenizer(lowercase=True)
+        trainer.train_from_iterator(_stdlib_docstrings(), vocab_size=vocabulary_size, min_frequency=2,
+                                    limit_alphabet=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        trainer.save_model(str(directory))
+    vocab = {token: i for i, token in enumerate(vocab_file.read_text(encoding="utf-8").rstrip("\n").split("\n"))}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    model = BertModel(config(vocab_size=len(tokenizer))).eval()
+    model.save_pretrained(directory, safe_serialization=True)
+    (directory / "sentences.json").write_text(json.dumps(SENTENCES, indent=1))
+    batch = tokenizer(SENTENCES, max_length=length, padding="max_length", truncation=True, return_tensors="pt")
+    np.save(directory / "token_ids.npy", batch["input_ids"].numpy().astype("int32"))
+    np.save(directory / "padding_mask.npy", batch["attention_mask"].numpy().astype(bool))
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    np.save(directory / "expected.npy", out.last_hidden_state.numpy().astype("float32"))
+    np.save(directory / "pooled.npy", out.pooler_output.numpy().astype("float32"))
+    print(f"{directory.name}: vocabulary {len(tokenizer)}, expected {tuple(out.last_hidden_state.shape)}")
+
+
 def main() -> None:
+    from functools import partial
+
     from transformers import (
+        BertConfig,
         DeiTConfig,
         DeiTForImageClassificationWithTeacher,
         Dinov2Config,
@@ -137,6 +205,9 @@ def main() -> None:
                        SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4],
                                   window_size=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                                   drop_path_rate=0.0), 32, MEAN.tolist(), STD.tolist(), pooled=True)
+    # as google-bert/bert-base-uncased is saved: a BertModel, its vocab.txt and tokenizer files
+    transformers_text_model("bert_tiny", partial(BertConfig, **small, intermediate_size=64,
+                                                 max_position_embeddings=64, type_vocab_size=2))
 
 
 if __name__ == "__main__":

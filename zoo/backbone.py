@@ -103,6 +103,24 @@ def entry_of(model: keras.Layer) -> Entry | None:
     return backbone.entry if backbone is not None else None
 
 
+def example_input(model: keras.Model):
+    """One input of zeros for ``model`` (an empty string for a text model), to probe what it computes.
+
+    Example:
+        >>> model(example_input(model)).shape
+        TensorShape([1, 10])
+    """
+    import numpy as np
+
+    def one(tensor):
+        if tensor.dtype == "string":
+            return np.array([""], dtype=object)
+        return np.zeros((1, *tensor.shape[1:]), tensor.dtype)
+
+    inputs = model.input
+    return {name: one(t) for name, t in inputs.items()} if isinstance(inputs, dict) else one(inputs)
+
+
 def save_backbone_weights(model: keras.Model, path) -> None:
     """Save the weights of ``model``'s backbone (a ``.weights.h5`` file ``create_model(..., pretrained=path)``
     loads), written atomically.

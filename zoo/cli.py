@@ -35,9 +35,10 @@ def cmd_list(args) -> int:
         spec, weight = resolve(name)
         if args.source is not None and spec.source != args.source:
             continue
-        h, w = spec.image_size(weight)  # the size the name builds at: its weights', else the architecture's
+        # the size the name builds at: its weights', else the architecture's
+        built = (*spec.image_size(weight), *spec.input_size[2:])
         size = measured(spec)
-        rows.append([name, spec.family, f"{h}x{w}x{spec.input_size[2]}",
+        rows.append([name, spec.family, _dims(built, spec.modality),
                      f"{size['params'] / 1e6:.1f}M" if size else "-", f"{size['gflops']:.2f}" if size else "-",
                      f"{weight.top1:.1%}" if weight and weight.top1 else "-", weight.dataset if weight else "-",
                      spec.source, weight.license.split(" (")[0] if weight else "-"])
@@ -54,9 +55,11 @@ def cmd_info(args) -> int:
     built, own, least = info["default_input_size"], info["input_size"], info["min_input_size"]
     notes = [f"the {w['tag']} weights' size", f"the architecture's own {_dims(own)}"] if tuple(built) != tuple(own) \
         else []
+    text = info["modality"] == "text"
+    notes += ["at most its position table" if text else f"at least {least}x{least}"]
     lines = [
         ("name", info["name"]), ("family", info["family"]), ("source", info["source"]),
-        ("input size", f"{_dims(built)} ({'; '.join([*notes, f'at least {least}x{least}'])})"),
+        ("input size", f"{_dims(built, info['modality'])} ({'; '.join(notes)})"),
         ("preprocessing", info["preprocessing"]), ("stages", stages), ("first conv", info["first_conv"] or "-"),
         ("pooling", info["pooling"]), ("tags", ", ".join(info["tags"]) or "none (random weights only)"),
         ("about", info["description"] or "-"),
@@ -74,8 +77,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _dims(size) -> str:
-    return "x".join(map(str, size))
+def _dims(size, modality: str = "image") -> str:
+    return f"{size[0]} tokens" if modality == "text" else "x".join(map(str, size))
 
 
 def cmd_weights(args) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
+from zoo import text_sources
 from zoo.config import AUGMENTS
 from zoo.errors import DataError, InvalidArgumentError
 
@@ -51,14 +52,15 @@ class DataInfo:
     num_classes: int
     class_names: tuple[str, ...]
     num_examples: dict[str, int]  # per split: "train", "validation", "test"
-    image_size: tuple[int, int]
-    channels: int
+    image_size: tuple[int, int] | None  # None for texts
+    channels: int | None
     skipped: tuple[str, ...] = ()  # files left out because they do not decode as images
+    modality: str = "image"  # or "text"
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(height, width, channels): what ``zoo.create_model(input_shape=...)`` takes."""
-        return (*self.image_size, self.channels)
+    def input_shape(self) -> tuple[int, int, int] | None:
+        """(height, width, channels): what ``zoo.create_model(input_shape=...)`` takes; None for texts."""
+        return (*self.image_size, self.channels) if self.modality == "image" else None
 
 
 @dataclass
@@ -84,6 +86,8 @@ class _Source:
     shape: tuple  # (height, width, channels) of the raw images; None where it varies
     decode: Callable[[tf.Tensor, tuple[int, int]], tf.Tensor] | None = None  # raw element, size -> image
     paths: np.ndarray | None = None  # files, each decoded once up front to weed out bad ones
+    modality: str = "image"  # or "text": (string, label) pairs, which go to the model as they are
+    skipped: tuple[str, ...] = ()  # files left out as they were read (texts that are not UTF-8)
 
 
 def load(
@@ -136,7 +140,7 @@ def load(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and sum to "
             "less than 1"
         )
-    src = _open(source, splits, data_dir)
+    src = _open(source, splits, data_dir, strict)
     names = _class_names(src, num_classes)
     ids = _class_ids(src, names, classes)
     chosen = _choose(src, ids, len(names), val_fraction, test_fraction, seed, per_class)
@@ -145,6 +149,9 @@ def load(
         label_map = np.full(len(names), -1, np.int32)
         label_map[ids] = np.arange(len(ids))
     skipped: tuple[str, ...] = ()
+    if src.modality == "text":
+        _check_text_options(src, model, augment)
+        return _text_splits(src, chosen, names, ids, label_map, shuffle=shuffle, seed=seed, batch_size=batch_size)
     if src.paths is not None:
         early = None  # what files decode to, where known before they are read: then the check reads them for good
         if cache:
@@ -198,7 +205,7 @@ def _check_arguments(*, image_size: Any, **numbers: Any) -> None:
 # Sources -----------------------------------------------------------------------------------
 
 
-def _open(source: Any, splits: Sequence[str | None] | None, data_dir: str | None) -> _Source:
+def _open(source: Any, splits: Sequence[str | None] | None, data_dir: str | None, strict: bool = False) -> _Source:
     if isinstance(source, str) and source.startswith("tfds:"):
         if not source[len("tfds:"):].strip(" /"):
             raise InvalidArgumentError("'tfds:' needs a dataset name, e.g. 'tfds:tf_flowers' or 'tfds:mnist'")
@@ -207,14 +214,20 @@ def _open(source: Any, splits: Sequence[str | None] | None, data_dir: str | None
         raise InvalidArgumentError("splits= and data_dir= apply to 'tfds:NAME' sources only")
     if isinstance(source, tf.data.Dataset):
         return _dataset(source)
+    if text_sources.is_texts(source) or (isinstance(source, (tuple, list)) and source
+                                         and all(text_sources.is_texts(p) for p in source)):
+        return _texts(source)
     if isinstance(source, (tuple, list)):
         return _arrays(source)
     if isinstance(source, np.ndarray):
         raise DataError("an array alone has no labels: pass (x, y), images and one integer label per image")
     if source == "digits":
         return _digits()
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() in text_sources.TABLES:
+        path = Path(source).expanduser()
+        return _text_source(str(path), *text_sources.read_table(path))
     if isinstance(source, (str, Path)):
-        return _folder(Path(source))
+        return _folder(Path(source), strict)
     raise DataError(
         f"cannot load a {type(source).__name__}: give 'digits', 'tfds:NAME', a folder of class "
         "sub-folders, (x, y) arrays or a tf.data.Dataset of (image, label)"
@@ -354,11 +367,33 @@ def _tfds(name: str, splits: Sequence[str | None] | None, data_dir: str | None) 
     return _Source(f"tfds:{name}", parts, tuple(names), tuple(info.features[image_key].shape))
 
 
-def _folder(root: Path) -> _Source:
+def _texts(pairs: Sequence) -> _Source:
+    """``(texts, labels)``, or train and test (and validation) pairs of them."""
+    if text_sources.is_texts(pairs):
+        return _text_source("texts", *pairs)
+    names = {2: ("train", "test"), 3: SPLITS}.get(len(pairs))
+    if names is None:
+        raise DataError("pass texts as (texts, labels), or ((texts, labels), (texts, labels)) for train and test")
+    sources = [_text_source(f"texts ({name})", *pair) for name, pair in zip(names, pairs)]
+    classes = sorted({c for src in sources for c in src.class_names}, key=lambda c: (len(c), c) if c.isdigit() else
+                     (0, c))
+    parts = {name: _text_source(f"texts ({name})", *pair, class_names=classes).parts["train"]
+             for name, pair in zip(names, pairs)}
+    return _Source("texts", parts, tuple(classes), None, modality="text")
+
+
+def _text_source(name: str, texts: Sequence, labels: Sequence, class_names: list[str] | None = None) -> _Source:
+    x, y, classes = text_sources.labelled(list(texts), list(labels), name, class_names)
+    return _Source(name, {"train": _slices_part(x, y)}, classes, None, modality="text")
+
+
+def _folder(root: Path, strict: bool) -> _Source:
     if not root.is_dir():
         raise DataError(
             f"{root} is not a folder: give 'digits', 'tfds:NAME' or a folder with one sub-folder per class"
         )
+    if text_sources.is_text_folder(root):
+        return _text_folder(root, strict)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise DataError(
@@ -380,6 +415,11 @@ def _folder(root: Path) -> _Source:
     part = _slices_part(np.array(paths), np.array(labels))
     return _Source(str(root), {"train": part}, tuple(classes), (None, None, None),
                    decode=_decode_file, paths=np.array(paths))
+
+
+def _text_folder(root: Path, strict: bool) -> _Source:
+    texts, classes, labels, skipped = text_sources.read_folder(root, strict)
+    return replace(_text_source(str(root), texts, labels, classes), skipped=skipped)
 
 
 def _decode_file(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -713,6 +753,31 @@ def _pipeline(
 
         # One batch at a time: the layers' random state then advances in a fixed order, so seeded runs repeat.
         ds = ds.map(augment)
-    else:
+    elif ds.element_spec[0].dtype != tf.string:  # texts go to the model's tokenizer as they are
         ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def _check_text_options(src: _Source, model: keras.Model | None, augment: str) -> None:
+    if augment != "none":
+        raise InvalidArgumentError(f"augment={augment!r} transforms images; {src.name} holds texts: leave augment out")
+    if model is not None and getattr(model.inputs[0], "dtype", None) != "string":
+        raise InvalidArgumentError(f"{src.name} holds texts but {model.name} takes {model.inputs[0].dtype} tensors: "
+                                   f"give a text model with its tokenizer (e.g. zoo.create_model('bert_tiny.uncased'))")
+
+
+def _text_splits(
+    src: _Source, chosen: dict[str, tuple[_Part, np.ndarray | None]], names: tuple[str, ...], ids: np.ndarray,
+    label_map: np.ndarray | None, *, shuffle: bool, seed: int, batch_size: int,
+) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset, DataInfo]:
+    """The three splits of a text source, batches of (string, int32 label), and its DataInfo."""
+
+    def relabel(text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return text, tf.cast(label, tf.int32) if label_map is None else tf.gather(label_map, label)
+
+    datasets = [_pipeline(*chosen[split], relabel, train=split == "train", shuffle=shuffle, cache=True, seed=seed,
+                          batch_size=batch_size, layers=[]) for split in SPLITS]
+    info = DataInfo(source=src.name, num_classes=len(ids), class_names=tuple(names[i] for i in ids),
+                    num_examples={s: part.size if idx is None else len(idx) for s, (part, idx) in chosen.items()},
+                    image_size=None, channels=None, skipped=src.skipped, modality="text")
+    return (*datasets, info)

@@ -7,6 +7,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from zoo.registry import ModelSpec, WeightSpec, requested_weights, resolve, spec
 POOLINGS = ("avg", "max", "token", "flatten", "none")
 HEAD = "head"  # the classifier layer's name, the same for every family
 BACKBONE = "backbone"
+log = logging.getLogger(__name__)
 
 
 def create_model(
@@ -75,6 +77,10 @@ def create_model(
         spec, weight = resolve(name)
     num_classes = _check_options(spec, num_classes, pooling, dropout, features_only, out_indices)
     weight, weight_file = _pick_weights(spec, weight, name, pretrained)
+    if spec.modality == "text":
+        return _text_model(spec, weight, weight_file, input_shape, in_channels, num_classes=num_classes,
+                           pooling=pooling, dropout=dropout, head_hidden=head_hidden,
+                           include_preprocessing=include_preprocessing)
     shape = _input_shape(spec, input_shape or spec.image_size(weight), in_channels)
 
     builder_kwargs = dict(spec.builder_kwargs)
@@ -96,18 +102,54 @@ def create_model(
         return keras.Model(inputs, _feature_extractor(spec, body, out_indices, entry)(x), name=spec.arch)
     x = Backbone(body.input, body.output, entry=entry, name=BACKBONE)(x)
     x = _pool(x, pooling or spec.pooling)
-    if num_classes:
-        hidden = spec.pre_logits if head_hidden is None else tuple(head_hidden)
-        if any(not isinstance(w, int) or w < 1 for w in hidden):
-            raise InvalidArgumentError(f"head_hidden must be positive widths, got {head_hidden!r}")
-        for i, width in enumerate(hidden, start=1):
-            x = keras.layers.Dense(width, activation="relu", name=f"pre_logits_{i}")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        # zero-initialised, as BiT does: the first steps start from uniform predictions instead of
-        # random logits over large pretrained features
-        x = keras.layers.Dense(num_classes, kernel_initializer="zeros", name=HEAD)(x)
-    return keras.Model(inputs, x, name=spec.arch)
+    return keras.Model(inputs, _head(x, spec, num_classes, dropout, head_hidden), name=spec.arch)
+
+
+def _head(x, spec: ModelSpec, num_classes: int, dropout: float, head_hidden):
+    """The classifier on pooled features ``x``: hidden ReLU layers, dropout, and a Dense layer named ``head``."""
+    if not num_classes:
+        return x
+    hidden = spec.pre_logits if head_hidden is None else tuple(head_hidden)
+    if any(not isinstance(w, int) or w < 1 for w in hidden):
+        raise InvalidArgumentError(f"head_hidden must be positive widths, got {head_hidden!r}")
+    for i, width in enumerate(hidden, start=1):
+        x = keras.layers.Dense(width, activation="relu", name=f"pre_logits_{i}")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    # zero-initialised, as BiT does: the first steps start from uniform predictions instead of
+    # random logits over large pretrained features
+    return keras.layers.Dense(num_classes, kernel_initializer="zeros", name=HEAD)(x)
+
+
+def _text_model(spec: ModelSpec, weight: WeightSpec | None, weight_file, input_shape, in_channels, *,
+                num_classes: int, pooling, dropout: float, head_hidden, include_preprocessing: bool) -> keras.Model:
+    """A text model: strings in (the checkpoint's tokenizer inside), or keras-hub's input dictionary where
+    there is no vocabulary (random weights) or ``include_preprocessing=False``. Its sequence length is
+    ``input_shape``'s, else the entry's, at most the encoder's position table."""
+    from zoo import language
+
+    shape = _sequence_shape(spec, input_shape, in_channels)
+    checkpoint = _checkpoint(weight_file)
+    if weight_file is not None and checkpoint is None:
+        raise InvalidArgumentError(f"{spec.arch} is a keras-hub text encoder: give its checkpoint directory "
+                                   f"(config.json, model weights and tokenizer files), not {weight_file}")
+    body = _build_backbone(spec, shape, {**spec.builder_kwargs, "pooling": pooling or spec.pooling,
+                                         **({"checkpoint": checkpoint} if checkpoint is not None else {})})
+    length = shape[0]
+    if body.max_length and length > body.max_length:
+        if input_shape is not None:  # asked for: say so; the entry's default just fits the table
+            log.warning("sequence_length=%d is longer than %s's position table: texts are cut at %d tokens",
+                        length, spec.arch, body.max_length)
+        length, shape = body.max_length, (body.max_length,)
+    entry = _entry(spec, weight, weight_file, shape, body.hub_config)
+    backbone = Backbone(body.input, body.output, entry=entry, name=BACKBONE)
+    if include_preprocessing and checkpoint is not None:
+        inputs = keras.Input((), dtype="string", name="text")
+        x = backbone(language.tokenizer(checkpoint, length)(inputs))
+    else:
+        inputs = {name: keras.Input((length,), dtype=tensor.dtype, name=name) for name, tensor in body.input.items()}
+        x = backbone(inputs)
+    return keras.Model(inputs, _head(x, spec, num_classes, dropout, head_hidden), name=spec.arch)
 
 
 def _directory(name) -> Path | None:
@@ -148,6 +190,9 @@ def _check_options(spec, num_classes, pooling, dropout, features_only, out_indic
                                    "drop num_classes, or drop features_only")
     if out_indices is not None and not features_only:
         raise InvalidArgumentError("out_indices selects feature maps: use it with features_only=True")
+    if features_only and spec.modality != "image":
+        raise InvalidArgumentError(f"{spec.arch} is a {spec.modality} model: features_only returns image feature "
+                                   f"maps; use pooling='none' for its token sequence")
     if features_only and not spec.stages:
         raise InvalidArgumentError(f"{spec.arch} declares no stages, so it has no feature maps to return")
     if features_only and any("/" in stage for stage in spec.stages.values()):
@@ -166,6 +211,17 @@ def _pick_weights(spec: ModelSpec, weight: WeightSpec | None, name: str, pretrai
     if isinstance(chosen, WeightSpec):
         return chosen, store.fetch(spec, chosen)
     return None, chosen
+
+
+def _sequence_shape(spec: ModelSpec, input_shape, in_channels) -> tuple[int]:
+    """``(sequence_length,)`` of a text model: ``input_shape``, else the entry's."""
+    if in_channels is not None:
+        raise InvalidArgumentError(f"{spec.arch} is a text model: it takes no in_channels")
+    shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_size)
+    if len(shape) != 1 or not isinstance(shape[0], int) or isinstance(shape[0], bool) or shape[0] < 2:
+        raise InvalidArgumentError(f"{spec.arch} is a text model: input_shape is (sequence_length,), a number of "
+                                   f"tokens of at least 2, got {input_shape!r}")
+    return shape
 
 
 def _input_shape(spec: ModelSpec, input_shape, in_channels) -> tuple[int, int, int]:

@@ -50,12 +50,12 @@ def build(input_shape: tuple[int, int, int], *, config: dict | None, checkpoint:
     native = native_size(config)
     resized = fixed_size and native is not None and tuple(input_shape[:2]) != native
     if resized and checkpoint is not None:
-        body = _resized(_from_preset(config, checkpoint, kwargs), config, input_shape, kwargs)
+        body = _resized(from_preset(config, checkpoint, kwargs), config, input_shape, kwargs)
     elif fixed_size and not resized:
-        body = _from_preset(config, checkpoint, kwargs)
+        body = from_preset(config, checkpoint, kwargs)
     else:  # random weights at any size, or an architecture that takes any size
         sized, kwargs = _sized(config, input_shape, kwargs)
-        body = _from_preset(sized, checkpoint, kwargs)
+        body = from_preset(sized, checkpoint, kwargs)
     if tower is not None:
         body = getattr(body, tower)
     hub_config = keras.saving.serialize_keras_object(body)  # keras-hub's class, for export_preset
@@ -78,7 +78,7 @@ def _sized(config: dict, input_shape, kwargs: dict) -> tuple[dict, dict]:
     return config, {**kwargs, "image_shape": tuple(input_shape)}
 
 
-def _from_preset(config: dict, checkpoint, kwargs: dict) -> keras.Model:
+def from_preset(config: dict, checkpoint, kwargs: dict) -> keras.Model:
     """keras-hub's backbone for ``checkpoint`` (its weights converted) or for ``config`` (random weights)."""
     import keras_hub
     from safetensors import SafetensorError
@@ -102,7 +102,7 @@ def _resized(source: keras.Model, config: dict, input_shape, kwargs: dict) -> ke
     checkpoint's patch grid to the new one (bicubic, as timm and keras-hub's DINOv2 do); every other weight
     as it is."""
     sized, sized_kwargs = _sized(config, input_shape, kwargs)
-    target = _from_preset(sized, None, sized_kwargs)
+    target = from_preset(sized, None, sized_kwargs)
     patch = vision_config(config).get("patch_size", 16)
     patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
     grid = tuple(n // p for n, p in zip(native_size(config), patch))

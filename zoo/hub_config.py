@@ -14,6 +14,7 @@ from pathlib import Path
 
 from applications.normalisation import mode_of
 from zoo.catalog.keras_hub import stages_for, vision_config
+from zoo.catalog.keras_hub_text import TEXT_KINDS, text_spec
 from zoo.errors import InvalidArgumentError, WeightsError
 from zoo.registry import ModelSpec, specs
 
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 # What keras-hub 0.32 converts (keras_hub/src/utils/{transformers,timm}/preset_loader.py), for error messages.
-SUPPORTED = ("keras-hub presets; transformers vision models of type vit, deit, dinov2, dinov2_with_registers, "
-             "swin; timm resnet*, efficientnet*, mobilenet*, densenet*, vgg*, cspnet*")
+SUPPORTED = ("keras-hub presets; transformers models of type vit, deit, dinov2, dinov2_with_registers, swin, "
+             "bert, distilbert, roberta, xlm-roberta; timm resnet*, efficientnet*, mobilenet*, densenet*, vgg*, "
+             "cspnet*")
 
 
 def read_config(directory: str | Path) -> dict:
@@ -47,6 +49,8 @@ def spec_for(directory: Path) -> ModelSpec:
     normalisation from the checkpoint's preprocessing config, else the catalog family's, else ImageNet's."""
     config = read_config(directory)
     family = kind(config)
+    if family in TEXT_KINDS:
+        return text_spec(directory.name, TEXT_KINDS[family], config, description=f"{directory}: its own tokenizer")
     known = next((s for s in specs() if s.source == "keras-hub" and kind(s.builder_kwargs["config"]) == family),
                  None)
     size = native_size(config)

@@ -48,6 +48,7 @@ class WeightSpec:
     description: str = ""
     top1: float | None = None  # the publisher's ImageNet top-1 of these weights with their classifier
     revision: str | None = None  # a hub checkpoint's pinned commit (Hugging Face); None: the main branch
+    files: tuple[str, ...] = ()  # a hub checkpoint's further files (a tokenizer's vocabulary), beside its config
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ModelSpec:
     pre_logits: tuple[int, ...] = ()
     after_load: str | None = None
     description: str = ""
+    modality: str = "image"  # "image", or "text": input_size is then (sequence_length,)
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -85,7 +87,10 @@ class ModelSpec:
 
     def image_size(self, weight: WeightSpec | None = None) -> tuple[int, int]:
         """(height, width) a model is built at by default: the size its weights were made at, else the
-        architecture's (timm's pretrained_cfg rule). The one place this rule is written."""
+        architecture's (timm's pretrained_cfg rule). The one place this rule is written. A text model's
+        ``(sequence_length,)``."""
+        if self.modality == "text":
+            return tuple(self.input_size)
         return tuple((weight.input_size if weight is not None else None) or self.input_size[:2])
 
     @property
@@ -124,7 +129,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 # An architecture name a second source also publishes (timm's resnet50 beside keras.applications'): its tags
 # resolve to that source's spec; the bare name stays the first source's.
 _VARIANTS: dict[str, ModelSpec] = {}
-_CATALOG_MODULES = ("zoo.catalog.keras_apps", "zoo.catalog.native", "zoo.catalog.keras_hub")
+_CATALOG_MODULES = ("zoo.catalog.keras_apps", "zoo.catalog.native", "zoo.catalog.keras_hub",
+                    "zoo.catalog.keras_hub_text")
 SOURCES = ("keras.applications", "keras-zoo", "keras-hub")  # which source a bare name shared by two means
 _loaded = False
 
@@ -266,7 +272,7 @@ def model_info(name: str) -> dict:
     info["name"] = f"{spec.arch}.{weight.tag}" if weight else spec.arch
     info["params"], info["gflops"] = measured(spec).get("params"), measured(spec).get("gflops")
     info["tags"] = [w.tag for w in spec.weights]
-    info["default_input_size"] = (*spec.image_size(weight), spec.input_size[2])  # what the name builds at
+    info["default_input_size"] = (*spec.image_size(weight), *spec.input_size[2:])  # what the name builds at
     info["weights"] = dataclasses.asdict(weight) if weight else None
     if weight is not None and weight.file_hash is None and not weight.bundled:
         info["weights"]["file_hash"] = None

@@ -109,9 +109,10 @@ HUB_PREFIXES = ("hf://", "kaggle://")
 HUB_OPTIONAL = ("preprocessor_config.json",)
 
 
-def hub_files(weight: WeightSpec) -> tuple[str, str]:
-    """The files of a hub checkpoint keras-hub builds from: its config and its weights file (last)."""
-    return ("config.json", weight.file_name)
+def hub_files(weight: WeightSpec) -> tuple[str, ...]:
+    """The files of a hub checkpoint keras-hub builds from: its config, its tokenizer's files where it has a
+    tokenizer, and its weights file (last)."""
+    return ("config.json", *weight.files, weight.file_name)
 
 
 def download(weight: WeightSpec) -> Path:

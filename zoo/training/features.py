@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from applications.layers import TokenPooling
+from zoo.backbone import example_input
 
 _POOLING = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
             keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten, TokenPooling)
@@ -48,7 +49,7 @@ def head_split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
         return None
     # the split must compute what the model does (one pass through the body gives both)
     entry_and_output = keras.Model(model.input, [features.output, model.output])
-    computed, expected = entry_and_output(np.zeros((1, *model.input_shape[1:]), "float32"))
+    computed, expected = entry_and_output(example_input(model))
     if not np.allclose(head(computed), expected, atol=1e-5):
         return None
     return features, head
@@ -62,7 +63,7 @@ def extract(features: keras.Model, dataset) -> tuple[np.ndarray, np.ndarray, int
         images = np.asarray(images)
         n = len(images)
         if xs and n < len(xs[0]):  # a short last batch, padded: the backbone's graph is traced once, not twice
-            images = np.concatenate([images, np.zeros((len(xs[0]) - n, *images.shape[1:]), images.dtype)])
+            images = np.concatenate([images, np.repeat(images[-1:], len(xs[0]) - n, axis=0)])
         xs.append(np.asarray(features.predict_on_batch(images))[:n])  # a compiled graph, not eager calls
         ys.append(np.asarray(labels))
     return np.concatenate(xs), np.concatenate(ys), len(xs[0])

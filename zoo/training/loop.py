@@ -503,7 +503,10 @@ def epochs_stream(examples: tf.data.Dataset, batch: int, steps: int, first: int,
 
 
 def _non_finite(examples: tf.data.Dataset) -> int:
-    """How many ``(inputs, label)`` examples hold a NaN or infinite input value (one pass, after a divergence)."""
+    """How many ``(inputs, label)`` examples hold a NaN or infinite input value (one pass, after a divergence);
+    0 for texts."""
+    if examples.element_spec[0].dtype == tf.string:
+        return 0
     flags = examples.map(lambda x, y: tf.cast(tf.reduce_any(~tf.math.is_finite(tf.cast(x, "float32"))), "int64"))
     return int(flags.reduce(tf.constant(0, "int64"), lambda total, flag: total + flag))
 
@@ -533,7 +536,7 @@ def _data(data, model: keras.Model, config: FinetuneConfig, options: dict) -> _S
     if isinstance(source, str) and os.path.isdir(source):
         source = os.path.abspath(source)  # a folder, however it was named
     described = {"source": source, "class_names": list(info.class_names), "num_examples": dict(info.num_examples),
-                 "image_size": list(info.image_size), "channels": info.channels,
+                 "image_size": info.image_size and list(info.image_size), "channels": info.channels,
                  "options": {k: v for k, v in options.items() if k != "data_dir"}}
     val, test = (split if info.num_examples[name] else None  # too few examples to hold any out
                  for name, split in (("validation", val), ("test", test)))

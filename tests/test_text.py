@@ -1,0 +1,255 @@
+"""Text models and text data: the catalog's keras-hub encoders, raw strings in, parity with transformers on the
+committed fixture (scripts/make_hub_fixtures.py), text sources in zoo.data.load, and the fine-tuning recipes on
+text."""
+import csv
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.backbone import entry_of
+from zoo.data import load
+from zoo.errors import DataError, InvalidArgumentError, ZooError
+from zoo.training.groups import freeze, groups, unfreeze
+
+BERT = Path(__file__).parent / "fixtures" / "hub" / "bert_tiny"  # transformers BertModel, random init, own vocab
+SENTENCES = json.loads((BERT / "sentences.json").read_text())
+
+
+def _task(n: int = 96, seed: int = 0) -> tuple[list[str], list[int]]:
+    """Texts whose class is which half of the fixture's vocabulary their words come from: learnable."""
+    vocab = (BERT / "vocab.txt").read_text().split("\n")[10:310]
+    rng = np.random.default_rng(seed)
+    labels = [i % 2 for i in range(n)]
+    return [" ".join(rng.choice(vocab[150 * y:150 * (y + 1)], 8)) for y in labels], labels
+
+
+def _model(**kwargs) -> keras.Model:
+    return zoo.create_model(str(BERT), input_shape=(16,), **kwargs)
+
+
+@pytest.mark.parametrize("name, params", [("bert_tiny", 4_385_920), ("minilm_l6", 22_713_216),
+                                          ("bert_base", 109_482_240)])
+def test_text_entries_build_offline_with_the_published_parameter_counts(name, params):
+    model = zoo.create_model(name, pretrained=False, pooling="token")
+    assert model.count_params() == params
+    assert set(model.input) >= {"token_ids", "padding_mask"}  # no vocabulary: token ids in
+
+
+def test_the_catalog_lists_text_families_with_handles_and_licences():
+    assert {"bert_tiny.uncased", "bert_mini.uncased", "bert_small.uncased", "bert_base.uncased",
+            "minilm_l6.sentence"} <= set(zoo.list_models(family="bert"))
+    for name in ("distilbert_base", "roberta_base", "deberta_v3_small", "minilm_l6"):
+        info = zoo.model_info(name)
+        assert info["modality"] == "text" and info["weights"]["url"].startswith(("kaggle://", "hf://"))
+        assert info["weights"]["license"] and info["weights"]["files"]
+    assert zoo.model_info("bert_tiny")["name"] == "bert_tiny.uncased"
+    assert zoo.model_info("minilm_l6")["pooling"] == "avg"  # sentence-transformers' mean pooling
+
+
+def test_a_transformers_bert_directory_matches_transformers():
+    tokens = _model(pooling="none").predict(tf.constant(SENTENCES), verbose=0)
+    assert np.abs(tokens - np.load(BERT / "expected.npy")).max() < 1e-4
+    pooled = _model(pooling="token").predict(tf.constant(SENTENCES), verbose=0)
+    assert np.abs(pooled - np.load(BERT / "pooled.npy")).max() < 1e-4
+
+
+def test_the_models_tokenizer_gives_the_reference_token_ids():
+    layer = _model().get_layer("tokenizer")
+    packed = layer(tf.constant(SENTENCES))
+    np.testing.assert_array_equal(packed["token_ids"].numpy(), np.load(BERT / "token_ids.npy"))
+    np.testing.assert_array_equal(packed["padding_mask"].numpy(), np.load(BERT / "padding_mask.npy"))
+
+
+def test_avg_pooling_is_the_mean_of_the_unpadded_tokens():
+    tokens = np.load(BERT / "expected.npy")
+    mask = np.load(BERT / "padding_mask.npy")[..., None]
+    expected = (tokens * mask).sum(1) / mask.sum(1)
+    np.testing.assert_allclose(_model(pooling="avg").predict(tf.constant(SENTENCES), verbose=0), expected, atol=1e-4)
+
+
+def test_a_text_model_takes_raw_strings_and_survives_save_and_load(tmp_path):
+    model = _model(num_classes=3, pooling="avg")
+    model.get_layer("head").set_weights([np.random.default_rng(0).normal(size=(32, 3)).astype("float32"),
+                                         np.zeros(3, "float32")])
+    path = tmp_path / "text.keras"
+    model.save(path)
+    again = zoo.load_model(path)
+    assert again.input.dtype == "string"
+    np.testing.assert_allclose(again.predict(tf.constant(SENTENCES), verbose=0),
+                               model.predict(tf.constant(SENTENCES), verbose=0), atol=1e-6)
+    assert entry_of(again).arch == "bert_tiny" and entry_of(again).input_size == (16,)
+
+
+def test_without_preprocessing_a_text_model_takes_token_ids():
+    model = _model(include_preprocessing=False, pooling="none")
+    feed = {"token_ids": np.load(BERT / "token_ids.npy"), "padding_mask": np.load(BERT / "padding_mask.npy"),
+            "segment_ids": np.zeros((4, 16), "int32")}
+    assert np.abs(model.predict(feed, verbose=0) - np.load(BERT / "expected.npy")).max() < 1e-4
+
+
+def test_a_sequence_longer_than_the_position_table_is_cut_and_said(caplog):
+    with caplog.at_level(logging.WARNING, logger="zoo.factory"):
+        model = zoo.create_model(str(BERT), input_shape=(100,))  # the fixture's table holds 64 positions
+    assert model.get_layer("tokenizer").sequence_length == 64
+    assert sum("position table" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [({"input_shape": (16, 16)}, "sequence_length"),
+                                             ({"in_channels": 1}, "no in_channels"),
+                                             ({"pooling": "max"}, "not one for text"),
+                                             ({"features_only": True}, "text model")])
+def test_bad_text_model_options_are_refused(kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        zoo.create_model(str(BERT), **kwargs)
+
+
+def test_text_groups_are_the_embeddings_and_each_encoder_layer():
+    model = _model(num_classes=2)
+    found = groups(model)
+    assert [g.name for g in found] == ["stage1", "stage2", "stage3", "head"]
+    assert {layer.name for layer in found[0].layers} >= {"token_embedding", "position_embedding"}
+    assert [layer.name for layer in found[1].layers if layer.weights] == ["transformer_layer_0"]
+    freeze(model)
+    unfreeze(model, blocks=1)
+    body = model.get_layer("backbone")
+    trainable = {name for name in ("token_embedding", "transformer_layer_0", "transformer_layer_1")
+                 if body.get_layer(name).trainable_weights}
+    assert trainable == {"transformer_layer_1"} and model.get_layer("head").trainable_weights
+
+
+# Text data ----------------------------------------------------------------------------------
+
+
+def _write_folder(root: Path, texts, labels) -> Path:
+    for i, (text, label) in enumerate(zip(texts, labels)):
+        folder = root / ("neg", "pos")[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.txt").write_text(text, encoding="utf-8")
+    return root
+
+
+def test_text_sources_load_the_same_examples(tmp_path):
+    texts, labels = _task(40)
+    folder = _write_folder(tmp_path / "folder", texts, labels)
+    with (tmp_path / "t.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([t, ("neg", "pos")[y]] for t, y in zip(texts, labels))
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": t, "label": ("neg", "pos")[y]}) + "\n"
+                                              for t, y in zip(texts, labels)))
+    seen = []
+    for source in (folder, tmp_path / "t.csv", tmp_path / "t.jsonl", (texts, labels)):
+        train, val, test, info = load(source, batch_size=8, seed=3)
+        assert info.modality == "text" and info.num_classes == 2 and info.input_shape is None
+        assert sum(info.num_examples.values()) == 40
+        x, y = next(iter(train))
+        assert x.dtype == tf.string and y.dtype == tf.int32
+        seen.append(sorted(t.decode() for batch, _ in test for t in batch.numpy()))
+    assert seen[1] == seen[2] == seen[3]  # the same rows: the same split
+    assert load((texts, labels))[3].class_names == ("0", "1")
+    assert load(tmp_path / "t.csv")[3].class_names == ("neg", "pos")
+
+
+def test_non_utf8_text_files_are_skipped_with_a_warning_or_refused(tmp_path):
+    texts, labels = _task(20)
+    folder = _write_folder(tmp_path, texts, labels)
+    (folder / "neg" / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    with pytest.warns(UserWarning, match="latin1.txt"):
+        info = load(folder)[3]
+    assert sum(info.num_examples.values()) == 20 and info.skipped[0].endswith("latin1.txt")
+    with pytest.raises(DataError, match="not UTF-8"):
+        load(folder, strict=True)
+
+
+@pytest.mark.parametrize("source, message", [
+    ((["a text", " "], [0, 1]), "empty"),
+    ((["a text", "another"], [0, "pos"]), "mixes label types"),
+])
+def test_bad_texts_are_refused(source, message):
+    with pytest.raises(DataError, match=message):
+        load(source)
+
+
+def test_a_csv_without_the_columns_is_refused(tmp_path):
+    (tmp_path / "x.csv").write_text("sentence,y\nhello,1\n")
+    with pytest.raises(DataError, match="name the columns text and label"):
+        load(tmp_path / "x.csv")
+
+
+def test_texts_for_an_image_model_are_refused():
+    model = zoo.create_model("resnet_tiny", pretrained=False, num_classes=2)
+    with pytest.raises(InvalidArgumentError, match="holds texts"):
+        load(_task(20), model=model)
+    with pytest.raises(InvalidArgumentError, match="augment"):
+        load(_task(20), augment="light")
+
+
+# The recipes on text ------------------------------------------------------------------------------
+
+
+def _weights(model, names):
+    layers = {layer.name: layer for layer in zoo.compat.flatten_layers(model)}
+    return {name: [w.numpy().copy() for w in layers[name].weights if "lora" not in w.path] for name in names}
+
+
+def _changed(before, after) -> set[str]:
+    return {name for name in before if any(not np.array_equal(a, b) for a, b in zip(before[name], after[name]))}
+
+
+@pytest.mark.parametrize("recipe, trained, kept", [
+    ("linear_probe", {"head"}, {"token_embedding", "transformer_layer_0", "transformer_layer_1"}),
+    ("two_phase", {"head", "transformer_layer_1", "transformer_layer_0"}, {"token_embedding"}),
+    ("gradual", {"head", "transformer_layer_1"}, set()),
+    ("lora", {"head"}, {"token_embedding", "transformer_layer_0", "transformer_layer_1"}),
+    ("full", {"head", "token_embedding", "transformer_layer_0", "transformer_layer_1"}, set()),
+])
+def test_every_recipe_fine_tunes_a_text_model(tmp_path, recipe, trained, kept):
+    model = _model(num_classes=2, pooling="avg")
+    names = {"head", "token_embedding", "transformer_layer_0", "transformer_layer_1"}
+    before = _weights(model, names)
+    result = zoo.finetune(model, _task(64), recipe=recipe, epochs=3, batch_size=16, learning_rate=3e-3,
+                          verbose=0, run_dir=tmp_path / "run")
+    changed = _changed(before, _weights(model, names))
+    assert trained <= changed and not (kept & changed), changed
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 4  # a header and one line per epoch
+    assert set(result.metrics) >= {"val_accuracy", "test_accuracy"}
+    if recipe == "lora":  # adapters on the attention's query and value, merged into the saved model
+        assert zoo.load_model(tmp_path / "run" / "model.keras").input.dtype == "string"
+
+
+def test_a_text_fine_tune_learns():
+    model = _model(num_classes=2, pooling="avg")
+    result = zoo.finetune(model, _task(160), recipe="full", epochs=6, batch_size=16, learning_rate=3e-3, verbose=0)
+    assert result.metrics["test_accuracy"] >= 0.8  # 16 test texts; chance is 0.5
+
+
+def test_embed_knn_and_cka_work_on_text():
+    model = _model(pooling="avg")
+    train = zoo.embed(model, _task(96), split="train")
+    test = zoo.embed(model, _task(96), split="test")
+    assert train.features.shape == (train.labels.shape[0], 32) and test.class_names == ("0", "1")
+    direct = model.predict(tf.constant(_task(96)[0]), verbose=0)  # every text's embedding, in the source's order
+    assert np.abs(direct[:, None] - train.features[None]).max(-1).min(0).max() < 1e-5  # each one is among them
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    nearest = train.labels[(unit(test.features) @ unit(train.features).T).argmax(1)]  # k=1: the closest text's
+    assert zoo.knn_accuracy(train.features, train.labels, test.features, test.labels, k=1) == \
+        pytest.approx(np.mean(nearest == test.labels))
+    assert abs(float(zoo.cka(train.features, train.features)) - 1.0) < 1e-5
+
+
+def test_zoo_errors_are_one_line():
+    try:
+        load((["x"], [0, 1]))
+    except ZooError as e:
+        assert "\n" not in str(e)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(_task(20))  # clean texts: no warning
