@@ -20,9 +20,13 @@ from zoo.registry import MEASURED, measured_key, specs  # noqa: E402
 
 
 def gflops(model) -> float:
-    """GFLOPs of one forward pass of ``model`` on one input (inference mode)."""
+    """GFLOPs of one forward pass of ``model`` on one input (inference mode): an image, or a text model's token ids
+    at its sequence length."""
     forward = tf.function(lambda x: model(x, training=False))
-    graph = forward.get_concrete_function(tf.TensorSpec((1, *model.input.shape[1:]), tf.float32)).graph
+    inputs = model.input if isinstance(model.input, dict) else None
+    spec = {name: tf.TensorSpec((1, *t.shape[1:]), t.dtype) for name, t in inputs.items()} if inputs else \
+        tf.TensorSpec((1, *model.input.shape[1:]), tf.float32)
+    graph = forward.get_concrete_function(spec).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
@@ -31,9 +35,11 @@ def gflops(model) -> float:
 
 
 def measure(spec) -> dict:
-    """The backbone's parameters and the GFLOPs of the pooled model at the entry's default size."""
+    """The backbone's parameters and the GFLOPs of the pooled model at the entry's default size (a text encoder
+    with its pooler, as its publisher counts it)."""
     name = f"{spec.arch}.{spec.weights[0].tag}" if spec.weights else spec.arch
-    model = zoo.create_model(name, pretrained=False)  # the backbone and its pooling: no head
+    pooler = {"pooling": "token"} if spec.modality == "text" else {}
+    model = zoo.create_model(name, pretrained=False, **pooler)  # the backbone and its pooling: no head
     return {"params": int(model.get_layer("backbone").count_params()), "gflops": round(gflops(model), 3)}
 
 

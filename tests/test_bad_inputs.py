@@ -103,7 +103,7 @@ CLI = [
     ("evaluate {tmp}/missing", "no run directory at"),
     ("evaluate {full}", "holds no model.keras"),
     ("evaluate {run} --data {tmp}/missing", "does not exist"),
-    ("predict {run}", "the following arguments are required: images"),
+    ("predict {run}", "give image files, or texts with --text"),
     ("predict {run} x.png --top 0", "argument --top: must be a positive integer, got 0"),
     ("predict {run} x.png --top -2", "argument --top: must be a positive integer, got -2"),
     ("predict {run} x.png --top abc", "argument --top: must be an integer, got 'abc'"),
@@ -262,7 +262,8 @@ def test_the_installed_command_prints_exactly_one_line(tmp_path):
                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [f"keras-zoo: error: --data {tmp_path / 'none'} does not exist: give a "
-                                       "folder with one sub-folder per class, digits, or tfds:NAME"]
+                                       "folder with one sub-folder per class, a .csv or .jsonl file of texts, "
+                                       "digits, pydoc, or tfds:NAME"]
     assert out.stdout == "" and not (tmp_path / "run").exists()
 
 

@@ -253,3 +253,59 @@ def test_zoo_errors_are_one_line():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(_task(20))  # clean texts: no warning
+
+
+# The text main job's parts: the docstring corpus, masked-language-model pretraining, the bundled bert_tiny.pydoc
+
+
+def test_the_docstring_corpus_splits_into_a_pretraining_and_a_labelled_half():
+    from zoo import corpus
+
+    pretraining = corpus.pretraining()
+    texts, labels, classes = corpus.labelled()
+    assert len(classes) == corpus.PACKAGES and sorted(set(labels)) == list(range(len(classes)))
+    assert len(pretraining) > 2 * len(texts) > 1000  # every module pretrains; only 8 packages are labelled
+    assert not set(pretraining) & set(texts)  # nothing fine-tuned on was seen in pretraining
+    info = load("pydoc")[3]
+    assert info.class_names == classes and sum(info.num_examples.values()) == len(texts)
+
+
+def test_mlm_pretraining_writes_a_preset_that_builds_a_text_model(tmp_path):
+    from zoo.represent.mlm import pretrain_mlm
+
+    texts = [t for t in _task(256)[0]]
+    path, summary = pretrain_mlm(texts, tmp_path / "bert", vocabulary_size=300, hidden_dim=32, sequence_length=16,
+                                 epochs=2, batch_size=32)
+    assert summary["texts"] == 256 and 0 <= summary["masked_accuracy"] <= 1
+    model = zoo.create_model(str(path), num_classes=2)
+    assert model.input.dtype == "string" and model.get_layer("tokenizer").sequence_length == 16
+    with pytest.raises(InvalidArgumentError, match="exists"):
+        pretrain_mlm(texts, path)
+
+
+def test_the_bundled_pydoc_bert_takes_strings_pretrained_and_from_scratch():
+    pretrained = zoo.create_model("bert_tiny.pydoc", num_classes=8)
+    scratch = zoo.create_model("bert_tiny.pydoc", num_classes=8, pretrained=False)
+    assert pretrained.input.dtype == "string" and scratch.input.dtype == "string"
+    a, b = (m.get_layer("backbone").get_layer("token_embedding").get_weights()[0] for m in (pretrained, scratch))
+    assert a.shape == b.shape and not np.allclose(a, b)  # the same network, other weights
+    assert entry_of(pretrained).name == "bert_tiny.pydoc" and entry_of(scratch).weights is None
+    assert zoo.model_info("bert_tiny.pydoc")["weights"]["verification"] == "sha256"
+
+
+def test_the_text_job_on_the_command_line_reports_and_predicts(tmp_path, capsys):
+    from zoo.cli import main
+
+    run = tmp_path / "run"
+    assert main(["finetune", "--model", "bert_tiny.pydoc", "--data", "pydoc", "--recipe", "full", "--epochs", "2",
+                 "--per-class", "8", "--baseline", "--run-dir", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["knn_before_training"]) == {"pretrained", "random init"}
+    assert summary["baseline"]["test_accuracy"] is not None and len(summary["misclassified"]) == 5
+    card = (run / "README.md").read_text()
+    assert "misclassified test texts" in card and summary["misclassified"][0]["text"][:40] in card
+    capsys.readouterr()
+    assert main(["predict", str(run), "--text", "Return the event loop of this thread.", "--top", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("Return the event loop of this thread.: ") and line.count(",") == 1
+    assert main(["predict", str(run), str(BERT / "vocab.txt")]) == 2  # an image file for a text model

@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 
 from zoo.config import MIN_EPOCHS, RunConfig
+from zoo.corpus import SOURCE
 from zoo.errors import DataError, InvalidArgumentError
 from zoo.registry import requested_weights, resolve
+from zoo.text_sources import TABLES
 
 
 def run_config(config: RunConfig, args: argparse.Namespace | None = None) -> None:
@@ -43,23 +45,27 @@ def run_config(config: RunConfig, args: argparse.Namespace | None = None) -> Non
 
 
 def data_source(data: str, flag: str = "--data") -> None:
-    """A data source as the command line names it: ``digits``, ``tfds:NAME`` or an existing folder."""
-    if data == "digits":
+    """A data source as the command line names it: ``digits``, ``pydoc``, ``tfds:NAME``, an existing folder, or a
+    CSV or JSONL file of texts."""
+    if data in ("digits", SOURCE):
         return
     if data.startswith("tfds:"):
         if not data[len("tfds:"):].strip(" /"):
             raise InvalidArgumentError(f"{flag} {data}: give a dataset name, e.g. tfds:tf_flowers")
         return
     path = Path(data).expanduser()
+    if path.suffix.lower() in TABLES and path.is_file():
+        return
     if not path.is_dir():
         what = "is a file, not a folder" if path.exists() else "does not exist"
-        raise DataError(f"{flag} {data} {what}: give a folder with one sub-folder per class, digits, or tfds:NAME")
+        raise DataError(f"{flag} {data} {what}: give a folder with one sub-folder per class, a .csv or .jsonl file "
+                        f"of texts, digits, pydoc, or tfds:NAME")
 
 
 def known_classes(data: str, classes) -> None:
     """``--classes`` against the class names of the sources that list them without TensorFlow."""
-    if not classes or data.startswith("tfds:"):
-        return
+    if not classes or data.startswith("tfds:") or data == SOURCE or Path(data).suffix.lower() in TABLES:
+        return  # names that only reading the data tells: zoo.data.load checks them
     if data == "digits":
         names = [str(i) for i in range(10)]
     else:

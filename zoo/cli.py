@@ -282,23 +282,32 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     _check_run(args.run)
+    if bool(args.images) == bool(args.text):
+        raise InvalidArgumentError("give image files, or texts with --text, to classify (not both)")
     for image in args.images:
         if not Path(image).expanduser().is_file():
             raise DataError(f"no such image file: {image}")
     import numpy as np
 
-    from zoo.data import read_image
-
     model = _run_model(args.run)
     names = _class_names(args.run, model)
-    size, channels = tuple(model.input_shape[1:3]), model.input_shape[3]
-    images = np.stack([read_image(path, size, channels) for path in args.images])
-    logits = model.predict(images, verbose=0)
+    text_model = model.input.dtype == "string"
+    if bool(args.text) != text_model:
+        raise InvalidArgumentError(f"{args.run}'s model takes {'texts' if text_model else 'images'}: give "
+                                   f"{'--text' if text_model else 'image files'}")
+    if text_model:
+        inputs, shown = np.array(args.text, dtype=object), args.text
+    else:
+        from zoo.data import read_image
+
+        size, channels = tuple(model.input_shape[1:3]), model.input_shape[3]
+        inputs, shown = np.stack([read_image(path, size, channels) for path in args.images]), args.images
+    logits = model.predict(inputs, verbose=0)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    for path, p in zip(args.images, probs):
+    for what, p in zip(shown, probs):
         top = np.argsort(p)[::-1][: args.top]
-        print(f"{path}: " + ", ".join(f"{names[i]} {p[i]:.3f}" for i in top))
+        print(f"{what}: " + ", ".join(f"{names[i]} {p[i]:.3f}" for i in top))
     return 0
 
 
@@ -326,6 +335,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    if args.method == "mlm":
+        return _pretrain_mlm(args)
+    args.out = args.out or "resnet_tiny_digits.weights.h5"
     if not args.out.endswith(".weights.h5"):
         raise InvalidArgumentError(f"--out {args.out}: the file name must end in .weights.h5 (Keras's weights file)")
     if Path(args.out).exists():
@@ -350,6 +362,35 @@ def cmd_pretrain(args) -> int:
                                          seed=args.seed, run_dir=args.run_dir, image_size=args.image_size,
                                          classes=args.classes, overwrite=args.overwrite)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
+    return 0
+
+
+def _pretrain_mlm(args) -> int:
+    """Masked-language-model pretraining of a small BERT; with no --data, the bundled bert_tiny.pydoc."""
+    from zoo.corpus import SOURCE
+
+    out = Path(args.out or "bert_tiny_pydoc")
+    if args.model not in (None, "bert_tiny") or args.classes or args.image_size:
+        raise InvalidArgumentError("--method mlm pretrains a BERT-tiny-sized text encoder: leave out --model, "
+                                   "--classes and --image-size")
+    if out.exists():
+        raise InvalidArgumentError(f"--out {out} exists: remove it first, or give another --out")
+    checks.writable(out, "--out")
+    data = args.data or SOURCE
+    if data != SOURCE:
+        checks.data_source(data)
+    from zoo import corpus
+    from zoo.represent.mlm import pretrain_mlm
+
+    if data == SOURCE:
+        texts = corpus.pretraining()
+    else:
+        from zoo.data import load
+
+        train = load(data, shuffle=False, val_fraction=0, test_fraction=0, batch_size=1024)[0]
+        texts = [t.decode() for batch, _ in train for t in batch.numpy()]
+    path, summary = pretrain_mlm(texts, out, epochs=args.epochs, seed=args.seed)
+    print(f"wrote {path} ({', '.join(sorted(p.name for p in path.iterdir()))}): {summary}")
     return 0
 
 
@@ -550,11 +591,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--data", help="data to evaluate on (default: the run's)")
 
-    p = sub("predict", "classify image files with a run's model",
-            "keras-zoo predict runs/my-run img1.jpg img2.png --top 3", cmd_predict)
+    p = sub("predict", "classify image files or texts with a run's model",
+            "keras-zoo predict runs/my-run img1.jpg img2.png --top 3\n  keras-zoo predict runs/my-text-run --text "
+            "'an example sentence'", cmd_predict)
     p.add_argument("run")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--top", type=_integer(1), default=3, help="how many classes to show per image (default 3)")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--text", action="append", default=[], help="a text to classify (repeat for more)")
+    p.add_argument("--top", type=_integer(1), default=3, help="how many classes to show per input (default 3)")
 
     p = sub("export", "export a run's model as a SavedModel (and TFLite, a keras-hub preset)",
             "keras-zoo export runs/my-run --tflite", cmd_export)
@@ -583,18 +626,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle", default="127.0.0.1:8000", help="host:port of the chief")
     p.add_argument("--worker-id", help="a name unique to this worker (default: host and process id)")
 
-    p = sub("pretrain", "pretrain a backbone (SimCLR, or supervised); with no --model, --data or --classes, "
-            "rebuild the bundled resnet_tiny.digits checkpoint (seeded)",
+    p = sub("pretrain", "pretrain a backbone (SimCLR, supervised, or a text encoder by masked language modelling); "
+            "with no --model, --data or --classes, rebuild the bundled resnet_tiny.digits checkpoint (seeded), or "
+            "with --method mlm the bundled bert_tiny.pydoc",
             "keras-zoo pretrain --method simclr --model resnet_tiny --data digits --classes 0,1,2,3,4 "
-            "--out ssl.weights.h5", cmd_pretrain)
-    p.add_argument("--method", default="supervised", choices=PRETRAIN_METHODS,
-                   help="simclr: self-supervised, labels ignored; supervised: a classifier on the labels")
+            "--out ssl.weights.h5\n  keras-zoo pretrain --method mlm --out bert_tiny_pydoc", cmd_pretrain)
+    p.add_argument("--method", default="supervised", choices=(*PRETRAIN_METHODS, "mlm"),
+                   help="simclr: self-supervised, labels ignored; supervised: a classifier on the labels; mlm: "
+                        "masked language modelling of a text encoder (--data: texts, default pydoc)")
     p.add_argument("--model", help="catalog architecture to pretrain from random initialisation (default resnet_tiny)")
     p.add_argument("--data", help="folder, tfds:NAME or digits (default digits)")
     p.add_argument("--classes", type=_listed, help="comma-separated subset of the data's classes")
     p.add_argument("--image-size", type=_size, help="H,W (default: the architecture's own)")
-    p.add_argument("--out", default="resnet_tiny_digits.weights.h5", help="a new .weights.h5 file: the backbone, "
-                   "for create_model(arch, pretrained=FILE)")
+    p.add_argument("--out", help="a new .weights.h5 file: the backbone, for create_model(arch, pretrained=FILE) "
+                   "(default resnet_tiny_digits.weights.h5); with --method mlm a new keras-hub preset folder, for "
+                   "create_model(FOLDER) (default bert_tiny_pydoc)")
     p.add_argument("--epochs", type=_integer(1), default=15)
     p.add_argument("--seed", type=_integer(0), default=0)
     p.add_argument("--run-dir", help="checkpoint every epoch there; the same command resumes (not for the bundled "

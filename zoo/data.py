@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from zoo import text_sources
+from zoo import corpus, text_sources
 from zoo.config import AUGMENTS
 from zoo.errors import DataError, InvalidArgumentError
 
@@ -223,6 +223,9 @@ def _open(source: Any, splits: Sequence[str | None] | None, data_dir: str | None
         raise DataError("an array alone has no labels: pass (x, y), images and one integer label per image")
     if source == "digits":
         return _digits()
+    if source == corpus.SOURCE:
+        texts, labels, classes = corpus.labelled()
+        return _text_source(corpus.SOURCE, texts, labels, list(classes))
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() in text_sources.TABLES:
         path = Path(source).expanduser()
         return _text_source(str(path), *text_sources.read_table(path))

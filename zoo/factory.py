@@ -76,9 +76,12 @@ def create_model(
     else:
         spec, weight = resolve(name)
     num_classes = _check_options(spec, num_classes, pooling, dropout, features_only, out_indices)
+    named = weight
     weight, weight_file = _pick_weights(spec, weight, name, pretrained)
     if spec.modality == "text":
-        return _text_model(spec, weight, weight_file, input_shape, in_channels, num_classes=num_classes,
+        vocabulary = None if weight_file is not None or named is None else store.local_checkpoint(named)
+        return _text_model(spec, weight, weight_file or vocabulary, input_shape, in_channels, num_classes=num_classes,
+                           random=weight_file is None,
                            pooling=pooling, dropout=dropout, head_hidden=head_hidden,
                            include_preprocessing=include_preprocessing)
     shape = _input_shape(spec, input_shape or spec.image_size(weight), in_channels)
@@ -122,26 +125,34 @@ def _head(x, spec: ModelSpec, num_classes: int, dropout: float, head_hidden):
 
 
 def _text_model(spec: ModelSpec, weight: WeightSpec | None, weight_file, input_shape, in_channels, *,
-                num_classes: int, pooling, dropout: float, head_hidden, include_preprocessing: bool) -> keras.Model:
+                num_classes: int, pooling, dropout: float, head_hidden, include_preprocessing: bool,
+                random: bool = False) -> keras.Model:
     """A text model: strings in (the checkpoint's tokenizer inside), or keras-hub's input dictionary where
-    there is no vocabulary (random weights) or ``include_preprocessing=False``. Its sequence length is
-    ``input_shape``'s, else the entry's, at most the encoder's position table."""
+    there is no vocabulary or ``include_preprocessing=False``. ``random``: random weights, in the architecture of
+    ``weight_file``'s checkpoint where there is one on this machine (a bundled or downloaded tag: its vocabulary
+    too). Its sequence length is ``input_shape``'s, else the entry's, at most the encoder's position table."""
     from zoo import language
+    from zoo.hub_config import read_config
 
     shape = _sequence_shape(spec, input_shape, in_channels)
     checkpoint = _checkpoint(weight_file)
+    if checkpoint is None and weight_file is not None and (Path(weight_file).parent / "config.json").is_file():
+        checkpoint = Path(weight_file).parent  # a keras-hub preset's model.weights.h5 beside its config
     if weight_file is not None and checkpoint is None:
         raise InvalidArgumentError(f"{spec.arch} is a keras-hub text encoder: give its checkpoint directory "
                                    f"(config.json, model weights and tokenizer files), not {weight_file}")
-    body = _build_backbone(spec, shape, {**spec.builder_kwargs, "pooling": pooling or spec.pooling,
-                                         **({"checkpoint": checkpoint} if checkpoint is not None else {})})
+    if random and checkpoint is not None:
+        builder_kwargs = {"config": read_config(checkpoint)}
+    else:
+        builder_kwargs = {**spec.builder_kwargs, **({"checkpoint": checkpoint} if checkpoint is not None else {})}
+    body = _build_backbone(spec, shape, {**builder_kwargs, "pooling": pooling or spec.pooling})
     length = shape[0]
     if body.max_length and length > body.max_length:
         if input_shape is not None:  # asked for: say so; the entry's default just fits the table
             log.warning("sequence_length=%d is longer than %s's position table: texts are cut at %d tokens",
                         length, spec.arch, body.max_length)
         length, shape = body.max_length, (body.max_length,)
-    entry = _entry(spec, weight, weight_file, shape, body.hub_config)
+    entry = _entry(spec, weight, None if random else weight_file, shape, body.hub_config)
     backbone = Backbone(body.input, body.output, entry=entry, name=BACKBONE)
     if include_preprocessing and checkpoint is not None:
         inputs = keras.Input((), dtype="string", name="text")

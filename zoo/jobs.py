@@ -54,7 +54,8 @@ def run_finetune(config: RunConfig, *, overwrite: bool = False, verbose: int | s
     chief = distribute.is_chief(strategy)  # other workers write only their own backup directory
     if chief:
         run.check_free()
-    size = tuple(config.image_size or spec.image_size(weight if config.pretrained is True else None))
+    size = None if spec.modality == "text" else \
+        tuple(config.image_size or spec.image_size(weight if config.pretrained is True else None))
     config = config.replace(run_dir=str(run_dir), image_size=size, strategy=strategy)
     data = _data(config, config.per_class)
     model = _model(config, data[3].num_classes)
@@ -74,7 +75,7 @@ def run_finetune(config: RunConfig, *, overwrite: bool = False, verbose: int | s
             runs += curve_runs
         summary["seconds"] = round(clock.seconds(), 1)
         if chief:
-            _report(run_dir, config, result, weight if config.pretrained is True else None, summary, scratch)
+            _report(run_dir, config, result, weight if config.pretrained is True else None, summary, scratch, data)
         for done in [*runs, result.run_dir]:  # the main run last: a run whose main part is finished is finished
             RunDir(done).finish()
     return summary
@@ -91,7 +92,7 @@ def _knn_before_training(model, config: RunConfig, data) -> dict:
     from zoo.training.features import extract
 
     keras.utils.set_random_seed(config.seed)
-    random = zoo.create_model(zoo.entry_of(model).arch, pretrained=False, input_shape=config.image_size)
+    random = zoo.create_model(zoo.entry_of(model).name, pretrained=False, input_shape=config.image_size)
     scores = {}
     for name, net in (("pretrained", embedding_model(model)), ("random init", random)):
         train_x, train_y, _ = extract(net, data[0])
@@ -106,8 +107,9 @@ def _data(config: RunConfig, per_class: int | None):
     """The run's (train, val, test, info), with ``per_class`` labelled training examples per class."""
     from zoo.data import load
 
-    return load(config.data, image_size=config.image_size, channels=resolve(config.model)[0].input_size[2],
-                batch_size=config.batch_size, augment=config.augment, shuffle=False,
+    spec = resolve(config.model)[0]
+    sized = {} if spec.modality == "text" else {"image_size": config.image_size, "channels": spec.input_size[2]}
+    return load(config.data, **sized, batch_size=config.batch_size, augment=config.augment, shuffle=False,
                 **{**config.split(), "per_class": per_class})
 
 
@@ -199,7 +201,7 @@ def _resumed_rate(run) -> float | None:
         return None
 
 
-def _report(run_dir: Path, config: RunConfig, result, weight, summary, scratch) -> None:
+def _report(run_dir: Path, config: RunConfig, result, weight, summary, scratch, data) -> None:
     from zoo.represent.pictures import plot_label_efficiency
     from zoo.runs import RunDir, confusion_report, plot_curves
     from zoo.training.loop import RUN_INFO
@@ -218,8 +220,18 @@ def _report(run_dir: Path, config: RunConfig, result, weight, summary, scratch) 
         names = run.read_json(RUN_INFO, {}).get("class_names") or [str(i) for i in range(n)]
         confusion_report(scores.labels, scores.predicted, names, run.file("confusion_matrix.png"),
                          f"confusion matrix ({split} split)")
+        if data[3].modality == "text":
+            summary["misclassified"] = _misclassified(data[2 if split == "test" else 1], scores, names)
     run.write_json("summary.json", summary)
     run.write_text("README.md", _model_card(config, result, weight, result.metrics, summary))
+
+
+def _misclassified(dataset, scores, names: list[str], count: int = 5) -> list[dict]:
+    """The first ``count`` texts of a split (unshuffled: in the order it was evaluated in) the model got wrong."""
+    texts = [t.decode() for batch, _ in dataset for t in batch.numpy()]
+    wrong = [i for i in range(len(texts)) if scores.labels[i] != scores.predicted[i]][:count]
+    return [{"text": " ".join(texts[i].split())[:160], "label": names[scores.labels[i]],
+             "predicted": names[scores.predicted[i]]} for i in wrong]
 
 
 def _model_card(config, result, weight, metrics, summary) -> str:
@@ -243,6 +255,9 @@ def _model_card(config, result, weight, metrics, summary) -> str:
         knn = summary["knn_before_training"]
         lines += [f"Before any training, the backbone's features classify the test set by kNN (k=20) with accuracy "
                   f"{knn['pretrained']:.4f} pretrained, {knn['random init']:.4f} at random initialisation.", ""]
+    if summary.get("misclassified"):
+        lines += ["A few misclassified test texts:", ""]
+        lines += [f"- ({m['label']}, predicted {m['predicted']}) {m['text']}" for m in summary["misclassified"]] + [""]
     files = "config.yaml, run.json, history.csv, metrics.json, model.keras, curves.png, confusion_matrix.png"
     if "curve" in summary:
         curve = summary["curve"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from applications.layers import TokenPooling
 from zoo.errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def build(input_shape: tuple[int], *, config: dict, checkpoint: str | Path | Non
     tokens = outputs["sequence_output"]
     if pooling == "token":
         pooled = outputs.get("pooled_output")
-        pooled = pooled if pooled is not None else ClassToken(name="class_token")(tokens)
+        pooled = pooled if pooled is not None else TokenPooling(name="class_token")(tokens)
     elif pooling == "avg":
         pooled = MaskedMean(name="masked_mean")(tokens, inputs["padding_mask"])
     else:
@@ -136,15 +137,4 @@ class MaskedMean(keras.layers.Layer):
         return keras.ops.sum(tokens * mask, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
 
     def compute_output_shape(self, tokens_shape, mask_shape=None):
-        return (tokens_shape[0], tokens_shape[-1])
-
-
-@keras.saving.register_keras_serializable(package="keras_zoo")
-class ClassToken(keras.layers.Layer):
-    """The first token of a sequence (``[CLS]``, ``<s>``): the pooled output of a family without a pooler."""
-
-    def call(self, tokens):
-        return tokens[:, 0]
-
-    def compute_output_shape(self, tokens_shape):
         return (tokens_shape[0], tokens_shape[-1])

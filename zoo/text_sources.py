@@ -27,8 +27,11 @@ TEXT_COLUMN, LABEL_COLUMN = "text", "label"
 
 
 def is_text_folder(root: Path) -> bool:
-    """Whether a folder of class sub-folders holds ``.txt`` files (and so texts, not images)."""
-    return any(f.suffix.lower() == ".txt" for d in root.iterdir() if d.is_dir() for f in d.iterdir())
+    """Whether a folder of class sub-folders holds texts: most of its files are ``.txt`` (a stray note among
+    images leaves it a folder of images)."""
+    files = [f for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") for f in d.rglob("*")
+             if f.is_file()]
+    return sum(f.suffix.lower() == ".txt" for f in files) * 2 > len(files)
 
 
 def is_texts(pairs: Any) -> bool:
@@ -110,7 +113,9 @@ def labelled(texts: list, labels: list, where: str, class_names: list[str] | Non
         ids = np.array(labels, np.int32)
         if ids.min() < 0:
             raise DataError(f"{where}: label {ids.min()} is negative: labels are class ids 0..n-1 or class names")
-        names = [str(i) for i in range(int(ids.max()) + 1)]
+        names = class_names or [str(i) for i in range(int(ids.max()) + 1)]
+        if ids.max() >= len(names):
+            raise DataError(f"{where}: label {ids.max()} is not a class id of {len(names)} classes")
     return np.array(texts, dtype=object), ids, tuple(names)
 
 

@@ -42,6 +42,13 @@ def local_path(weight: WeightSpec) -> Path:
     return cache_dir() / weight.cache_subdir / weight.file_name
 
 
+def local_checkpoint(weight: WeightSpec) -> Path | None:
+    """The directory of a hub checkpoint that is on this machine (bundled or downloaded), else None."""
+    path = local_path(weight)
+    beside = hub_files(weight)[:-1]  # the config and the tokenizer's files; the weights file is ``path``
+    return path.parent if path.is_file() and all((path.parent / name).is_file() for name in beside) else None
+
+
 def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """The hex digest of a file, read in chunks."""
     digest = hashlib.new(algorithm)

@@ -8,6 +8,8 @@ them together, and the model takes raw strings. Kaggle handles name a version, s
 from zoo.catalog.keras_hub import hub_weights_file
 from zoo.registry import ModelSpec, WeightSpec, register
 
+# sha256 of the bundled bert_tiny_pydoc/model.weights.h5
+PYDOC_HASH = "ed3dee1ac507e0a85efb39e2e3cba947105090b03cc14b4af975901ac88b4eff"
 SEQUENCE_LENGTH = 128  # tokens a text model reads by default (BERT's fine-tuning length); input_shape=(n,) changes it
 WORDPIECE = ("tokenizer.json", "assets/tokenizer/vocabulary.txt")  # a keras-hub preset's tokenizer files
 BPE = ("tokenizer.json", "assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt")
@@ -41,10 +43,11 @@ def _bert(layers: int, hidden: int, heads: int, vocabulary: int = 30522) -> dict
 
 
 def _entry(arch: str, family: str, config: dict, tag: str, handle: str, *, files: tuple[str, ...], dataset: str,
-           license: str, pooling: str = "token", description: str = "") -> None:
+           license: str, pooling: str = "token", description: str = "", more: tuple[WeightSpec, ...] = ()) -> None:
+    """One architecture and its hub checkpoint; ``more``: further weights of it (the bundled ``pydoc``)."""
     weight = WeightSpec(tag=tag, file_name=hub_weights_file(handle), url=handle, dataset=dataset, license=license,
                         cache_subdir=f"hub/{arch}.{tag}", files=files)
-    register(text_spec(arch, family, config, pooling=pooling, description=description, weights=(weight,)))
+    register(text_spec(arch, family, config, pooling=pooling, description=description, weights=(weight, *more)))
 
 
 def text_spec(arch: str, family: str, config: dict, *, pooling: str = "token", description: str = "",
@@ -58,11 +61,18 @@ def text_spec(arch: str, family: str, config: dict, *, pooling: str = "token", d
 
 BOOKS_WIKI = dict(dataset="BooksCorpus and English Wikipedia (masked language modelling)",
                   license="Apache-2.0 (google-research/bert)")
+# The package's own: BERT-tiny's shape with a 4,096-piece vocabulary, pretrained by masked language modelling on
+# the pretraining half of the standard library's docstrings (zoo.corpus) by `keras-zoo pretrain --method mlm`.
+PYDOC = WeightSpec(tag="pydoc", file_name="bert_tiny_pydoc/model.weights.h5", bundled=True, files=WORDPIECE,
+                   file_hash=PYDOC_HASH, dataset="Python standard library docstrings, pretraining half (masked "
+                   "language modelling)", license="PSF-2.0 (the docstrings); Apache-2.0 (the weights, keras-zoo)",
+                   description="keras-zoo pretrain --method mlm")
 for _arch, (_layers, _hidden, _heads) in {"bert_tiny": (2, 128, 2), "bert_small": (4, 512, 8),
                                           "bert_base": (12, 768, 12)}.items():
     _entry(_arch, "bert", _bert(_layers, _hidden, _heads), "uncased",
            f"kaggle://keras/bert/keras/{_arch}_en_uncased/3", files=WORDPIECE, **BOOKS_WIKI,
-           description=f"BERT L-{_layers} H-{_hidden} (Devlin et al. 2019; Turc et al. 2019), uncased")
+           description=f"BERT L-{_layers} H-{_hidden} (Devlin et al. 2019; Turc et al. 2019), uncased",
+           more=(PYDOC,) if _arch == "bert_tiny" else ())
 _entry("bert_mini", "bert", {"model_type": "bert", "vocab_size": 30522, "hidden_size": 256, "num_hidden_layers": 4,
                              "num_attention_heads": 4, "intermediate_size": 1024, "max_position_embeddings": 512,
                              "type_vocab_size": 2}, "uncased", "hf://google/bert_uncased_L-4_H-256_A-4",

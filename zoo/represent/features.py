@@ -172,7 +172,10 @@ def check_images(model: keras.Model, images) -> np.ndarray:
 def embedding_model(model: keras.Model, layer: str | None = None, pool: str = "avg") -> keras.Model:
     """A model from ``model``'s inputs to pooled features: what its classifier head reads (what a linear
     probe reads), the model's output when it has no head, or ``layer``'s output pooled."""
-    layer = layer or head_input(model)
+    if layer is None and head_input(model) is not None:  # the head's own input, in this model's graph
+        from zoo.factory import HEAD
+
+        return keras.Model(model.inputs, model.get_layer(HEAD).input)
     if layer is None:
         return model
     tapped = tap(model, [layer])
