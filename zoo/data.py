@@ -359,8 +359,11 @@ def _tfds(name: str, splits: Sequence[str | None] | None, data_dir: str | None) 
         test = "test" if "test" in info.splits else None
     names = getattr(info.features[info.supervised_keys[1]], "names", None) if info.supervised_keys else None
     if not names:
-        raise DataError(f"tfds:{name} has no (image, class label) pairs: pick an image classification set")
+        raise DataError(f"tfds:{name} has no (image or text, class label) pairs: pick a classification set")
     image_key = info.supervised_keys[0]
+    if isinstance(info.features[image_key], tfds.features.Text):  # imdb_reviews, ag_news_subset: no decoding
+        parts = {s: _dataset_part(read(split)[0]) for s, split in zip(SPLITS, (train, val, test)) if split}
+        return _Source(f"tfds:{name}", parts, tuple(names), None, modality="text")
     skip = {image_key: tfds.decode.SkipDecoding()}  # labels without decoding the images
 
     parts = {
