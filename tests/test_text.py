@@ -324,3 +324,17 @@ def test_tfds_text_datasets_load_as_texts_and_fine_tune(name, classes):
         model = _model(num_classes=len(classes), pooling="avg")
         result = zoo.finetune(model, f"tfds:{name}", recipe="full", epochs=1, batch_size=8, verbose=0)
     assert np.isfinite(result.metrics["val_loss"])
+
+
+def test_tuning_searches_text_backbones_and_the_bert_grid(tmp_path):
+    import tuning
+
+    grid = tuning.Space({"backbone": "bert_tiny.pydoc", **tuning.BERT_GRID})
+    assert (grid.possible("batch_size"), grid.possible("learning_rate"), grid.possible("epochs")) == \
+        ([16, 32], [5e-5, 3e-5, 2e-5], [2, 3, 4])  # Devlin et al. 2019, appendix A.3
+    result = tuning.search(_task(64), {"backbone": "bert_tiny.pydoc", "recipe": "full", "learning_rate": 1e-3,
+                                       "batch_size": 16, "epochs": {"choice": [1, 2]}},
+                           tuner="grid", max_trials=2, directory=tmp_path / "tune", patience=None)
+    trials = sorted(result.trials, key=lambda t: t["epochs"])
+    assert [t["status"] for t in trials] == ["COMPLETED"] * 2
+    assert [t["trained_epochs"] for t in trials] == [1, 2]  # each trial trains the epochs the space chose

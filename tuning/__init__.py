@@ -10,7 +10,7 @@ Example:
 from tuning.hypermodel import FeatureCache, TrialData, ZooHyperModel
 from tuning.results import SearchResult
 from tuning.search import OBJECTIVES, ORACLES, SearchError, ZooTuner, search
-from tuning.space import Space, SpaceError, load_space
+from tuning.space import BERT_GRID, Space, SpaceError, load_space
 
-__all__ = ["OBJECTIVES", "ORACLES", "FeatureCache", "SearchError", "SearchResult", "Space", "SpaceError",
+__all__ = ["BERT_GRID", "OBJECTIVES", "ORACLES", "FeatureCache", "SearchError", "SearchResult", "Space", "SpaceError",
            "TrialData", "ZooHyperModel", "ZooTuner", "load_space", "search"]

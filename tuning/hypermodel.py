@@ -45,16 +45,17 @@ class TrialData:
         self.source, self.seed = source, seed
         self._loaded: dict[tuple, tuple] = {}
 
-    def load(self, image_size: tuple[int, int], augment: str = "none") -> tuple[tf.data.Dataset, tf.data.Dataset,
-                                                                                 DataInfo]:
-        """(train, validation, info) at this size, unshuffled: zoo.finetune shuffles by (seed, epoch)."""
-        key = (tuple(image_size), augment)
+    def load(self, image_size: tuple[int, int] | None, augment: str = "none") -> tuple[tf.data.Dataset,
+                                                                                        tf.data.Dataset, DataInfo]:
+        """(train, validation, info) at this size (None: texts), unshuffled: zoo.finetune shuffles by (seed, epoch)."""
+        key = (tuple(image_size) if image_size else None, augment)
         if key not in self._loaded:
-            train, val, _, info = load(self.source, image_size=key[0], augment=augment, shuffle=False, seed=self.seed)
+            sized = {"image_size": key[0]} if key[0] else {}
+            train, val, _, info = load(self.source, **sized, augment=augment, shuffle=False, seed=self.seed)
             self._loaded[key] = (train, val, info)
         return self._loaded[key]
 
-    def splits(self, image_size: tuple[int, int], augment: str, batch_size: int) -> Splits:
+    def splits(self, image_size: tuple[int, int] | None, augment: str, batch_size: int) -> Splits:
         """(train in batches of ``batch_size``, validation)."""
         train, val, info = self.load(image_size, augment)
         steps = math.ceil(info.num_examples["train"] / batch_size)
@@ -106,11 +107,11 @@ class ZooHyperModel(keras_tuner.HyperModel):
         self.features = FeatureCache() if share_features else None
         self.patience, self.verbose = patience, verbose
 
-    def input_size(self, model: str) -> tuple[int, int]:
+    def input_size(self, model: str) -> tuple[int, int] | None:
         """The (height, width) a backbone is trained at: ``image_size``, else the size its weights were
-        made at, else its architecture's default."""
+        made at, else its architecture's default; None for a text model (its tokenizer sets the length)."""
         spec, weights = resolve(model)
-        return self.image_size or spec.image_size(weights)
+        return None if spec.modality == "text" else self.image_size or spec.image_size(weights)
 
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
         self.space.declare(hp)
@@ -119,8 +120,10 @@ class ZooHyperModel(keras_tuner.HyperModel):
         """The trial's fine-tuning config, under the keys ``keras-zoo finetune --config`` takes."""
         config = self.space.config(hp)
         budget = hp.values.get("tuner/epochs")  # Hyperband's
-        config["epochs"] = self.epochs if budget is None else max(budget, MIN_EPOCHS.get(config["recipe"], 1))
-        config["image_size"] = list(self.input_size(config["model"]))
+        epochs = config.get("epochs", self.epochs)  # the space's, else the search's
+        config["epochs"] = epochs if budget is None else max(budget, MIN_EPOCHS.get(config["recipe"], 1))
+        size = self.input_size(config["model"])
+        config["image_size"] = list(size) if size else None
         config["seed"], config["patience"] = self.seed, self.patience
         return config
 
@@ -128,9 +131,9 @@ class ZooHyperModel(keras_tuner.HyperModel):
         config = self.config(hp)
         info = self.data.load(config["image_size"])[2]
         keras.utils.set_random_seed(self.seed)  # the same backbone weights in every trial: features can be shared
+        shape = (*config["image_size"], info.channels) if config["image_size"] else None
         return zoo.create_model(config["model"], num_classes=info.num_classes, pretrained=config["pretrained"],
-                                input_shape=(*config["image_size"], info.channels), dropout=config["dropout"],
-                                head_hidden=config.get("head_hidden"))
+                                input_shape=shape, dropout=config["dropout"], head_hidden=config.get("head_hidden"))
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args,
             resume_from: str | os.PathLike | None = None, save_to: str | os.PathLike | None = None,
@@ -140,7 +143,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
         from at that round's epoch budget (``tuner/initial_epoch``); ``save_to``: where to write the trained
         weights (atomically), for a later round. (keras-tuner's fit arguments, such as callbacks, are not used.)"""
         config = self.config(hp)
-        size = tuple(config["image_size"])
+        size = tuple(config["image_size"]) if config["image_size"] else None
         initial_epoch = 0
         if resume_from is not None:
             model.load_weights(resume_from)  # a LoRA trial's were saved merged (Keras's Dense/EinsumDense do)

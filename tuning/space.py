@@ -51,7 +51,11 @@ OPTIONS = {
     "head_depth": _Option(int, lambda v: v >= 0, "an integer >= 0"),
     "head_width": _Option(int, lambda v: v >= 1, "a positive integer"),
     "augment": _Option(str, lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)}"),
+    "epochs": _Option(int, lambda v: v >= 1, "a positive integer"),  # Hyperband sets its own instead
 }
+# The BERT paper's fine-tuning grid (Devlin et al. 2019, appendix A.3), a whole fine-tune per trial:
+# ``tuning.search(data, {"backbone": "bert_base.uncased", **BERT_GRID})``.
+BERT_GRID = {"recipe": "full", "batch_size": {"choice": [16, 32]}, "learning_rate": [5e-5, 3e-5, 2e-5], "epochs": [2, 3, 4]}
 # An option that applies only for some values of another: child -> (parent, test, when, in words).
 CONDITIONS = {
     "blocks": ("recipe", lambda recipe: recipe == "two_phase", "recipe is two_phase"),
