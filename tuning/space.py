@@ -55,7 +55,8 @@ OPTIONS = {
 }
 # The BERT paper's fine-tuning grid (Devlin et al. 2019, appendix A.3), a whole fine-tune per trial:
 # ``tuning.search(data, {"backbone": "bert_base.uncased", **BERT_GRID})``.
-BERT_GRID = {"recipe": "full", "batch_size": {"choice": [16, 32]}, "learning_rate": [5e-5, 3e-5, 2e-5], "epochs": [2, 3, 4]}
+BERT_GRID = {"recipe": "full", "batch_size": {"choice": [16, 32]}, "learning_rate": [5e-5, 3e-5, 2e-5],
+             "epochs": [2, 3, 4]}
 # An option that applies only for some values of another: child -> (parent, test, when, in words).
 CONDITIONS = {
     "blocks": ("recipe", lambda recipe: recipe == "two_phase", "recipe is two_phase"),
