@@ -17,6 +17,7 @@ from zoo.registry import families, list_models, model_info
 __version__ = "0.1.0"
 
 _LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory", "entry_of": "zoo.backbone",
+         "audio_model": "zoo.audio",
          "save_backbone_weights": "zoo.backbone", "FinetuneConfig": "zoo.config", "RunConfig": "zoo.config",
          **{name: "zoo.training" for name in ("finetune", "freeze", "unfreeze", "freeze_to", "trainable_summary",
                                              "lr_find", "apply_lora")},
@@ -27,7 +28,8 @@ _LAZY = {"create_model": "zoo.factory", "load_model": "zoo.factory", "entry_of":
 _SUBMODULES = {"data", "weights", "factory", "registry", "errors", "training", "runs", "distribute", "config",
                "backbone", "evaluation", "represent"}
 
-__all__ = ["FinetuneConfig", "RunConfig", "ZooError", "apply_lora", "attention_rollout", "cka", "create_model",
+__all__ = ["FinetuneConfig", "RunConfig", "ZooError", "apply_lora", "attention_rollout", "audio_model", "cka",
+           "create_model",
            "embed", "entry_of", "families", "finetune", "freeze", "freeze_to", "gradcam", "integrated_gradients",
            "intermediates", "knn_accuracy", "linear_probe", "list_models", "load_model", "lr_find", "model_info",
            "pretrain", "save_backbone_weights", "trainable_summary", "unfreeze"]

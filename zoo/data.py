@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from zoo import corpus, text_sources
+from zoo import audio_sources, corpus, text_sources
 from zoo.config import AUGMENTS
 from zoo.errors import DataError, InvalidArgumentError
 
@@ -55,11 +55,12 @@ class DataInfo:
     image_size: tuple[int, int] | None  # None for texts
     channels: int | None
     skipped: tuple[str, ...] = ()  # files left out because they do not decode as images
-    modality: str = "image"  # or "text"
+    modality: str = "image"  # "text" or "audio"
+    sample_rate: int | None = None  # of sounds (Hz)
 
     @property
     def input_shape(self) -> tuple[int, int, int] | None:
-        """(height, width, channels): what ``zoo.create_model(input_shape=...)`` takes; None for texts."""
+        """(height, width, channels): what ``zoo.create_model(input_shape=...)`` takes; None for texts and sounds."""
         return (*self.image_size, self.channels) if self.modality == "image" else None
 
 
@@ -86,8 +87,9 @@ class _Source:
     shape: tuple  # (height, width, channels) of the raw images; None where it varies
     decode: Callable[[tf.Tensor, tuple[int, int]], tf.Tensor] | None = None  # raw element, size -> image
     paths: np.ndarray | None = None  # files, each decoded once up front to weed out bad ones
-    modality: str = "image"  # or "text": (string, label) pairs, which go to the model as they are
+    modality: str = "image"  # "text": (string, label) pairs; "audio": (waveform, label); both go in as they are
     skipped: tuple[str, ...] = ()  # files left out as they were read (texts that are not UTF-8)
+    sample_rate: int | None = None  # of a sound source
 
 
 def load(
@@ -149,9 +151,9 @@ def load(
         label_map = np.full(len(names), -1, np.int32)
         label_map[ids] = np.arange(len(ids))
     skipped: tuple[str, ...] = ()
-    if src.modality == "text":
-        _check_text_options(src, model, augment)
-        return _text_splits(src, chosen, names, ids, label_map, shuffle=shuffle, seed=seed, batch_size=batch_size)
+    if src.modality != "image":
+        _check_raw_options(src, model, augment)
+        return _raw_splits(src, chosen, names, ids, label_map, shuffle=shuffle, seed=seed, batch_size=batch_size)
     if src.paths is not None:
         early = None  # what files decode to, where known before they are read: then the check reads them for good
         if cache:
@@ -400,6 +402,11 @@ def _folder(root: Path, strict: bool) -> _Source:
         )
     if text_sources.is_text_folder(root):
         return _text_folder(root, strict)
+    if audio_sources.is_audio_folder(root):
+        waves, classes, labels, rate = audio_sources.read_folder(root)
+        ids = np.array([classes.index(label) for label in labels], np.int32)
+        return _Source(str(root), {"train": _slices_part(waves, ids)}, tuple(classes), None, modality="audio",
+                       sample_rate=rate)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise DataError(
@@ -764,19 +771,26 @@ def _pipeline(
     return ds.prefetch(AUTOTUNE)
 
 
-def _check_text_options(src: _Source, model: keras.Model | None, augment: str) -> None:
+def _check_raw_options(src: _Source, model: keras.Model | None, augment: str) -> None:
+    """Texts and sounds go to the model as they are: no augmentation, and a model that takes them."""
+    what = {"text": "texts", "audio": "sounds"}[src.modality]
     if augment != "none":
-        raise InvalidArgumentError(f"augment={augment!r} transforms images; {src.name} holds texts: leave augment out")
-    if model is not None and getattr(model.inputs[0], "dtype", None) != "string":
-        raise InvalidArgumentError(f"{src.name} holds texts but {model.name} takes {model.inputs[0].dtype} tensors: "
-                                   f"give a text model with its tokenizer (e.g. zoo.create_model('bert_tiny.uncased'))")
+        raise InvalidArgumentError(f"augment={augment!r} transforms images; {src.name} holds {what}: leave augment out")
+    if model is None:
+        return
+    fits = model.inputs[0].dtype == "string" if src.modality == "text" else len(model.inputs[0].shape) == 2
+    if not fits:
+        hint = "a text model with its tokenizer (e.g. zoo.create_model('bert_tiny.uncased'))" \
+            if src.modality == "text" else "a model with a spectrogram front end (zoo.audio_model)"
+        raise InvalidArgumentError(f"{src.name} holds {what} but {model.name} takes {model.inputs[0].dtype} tensors "
+                                   f"of shape {tuple(model.inputs[0].shape)}: give {hint}")
 
 
-def _text_splits(
+def _raw_splits(
     src: _Source, chosen: dict[str, tuple[_Part, np.ndarray | None]], names: tuple[str, ...], ids: np.ndarray,
     label_map: np.ndarray | None, *, shuffle: bool, seed: int, batch_size: int,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset, DataInfo]:
-    """The three splits of a text source, batches of (string, int32 label), and its DataInfo."""
+    """The three splits of a text or sound source, batches of (string or waveform, int32 label), and its DataInfo."""
 
     def relabel(text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return text, tf.cast(label, tf.int32) if label_map is None else tf.gather(label_map, label)
@@ -785,5 +799,6 @@ def _text_splits(
                           batch_size=batch_size, layers=[]) for split in SPLITS]
     info = DataInfo(source=src.name, num_classes=len(ids), class_names=tuple(names[i] for i in ids),
                     num_examples={s: part.size if idx is None else len(idx) for s, (part, idx) in chosen.items()},
-                    image_size=None, channels=None, skipped=src.skipped, modality="text")
+                    image_size=None, channels=None, skipped=src.skipped, modality=src.modality,
+                    sample_rate=src.sample_rate)
     return (*datasets, info)

@@ -393,6 +393,7 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
         >>> model.save("m.keras"); same = zoo.load_model("m.keras")
     """
     # everything a saved zoo model may name: the builders' layers, and the fine-tuning optimizers
-    for module in {spec.builder.partition(":")[0] for spec in specs()} | {"zoo.training.optim", "zoo.backbone"}:
+    for module in {spec.builder.partition(":")[0] for spec in specs()} | {"zoo.training.optim", "zoo.backbone",
+                                                                         "zoo.audio"}:
         importlib.import_module(module)
     return keras.saving.load_model(path, safe_mode=True, **kwargs)
