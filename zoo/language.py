@@ -12,7 +12,6 @@ Example:
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import keras
@@ -20,8 +19,6 @@ import tensorflow as tf
 
 from applications.layers import TokenPooling
 from zoo.errors import InvalidArgumentError
-
-log = logging.getLogger(__name__)
 
 POOLINGS = ("token", "avg", "none")  # the family's pooled (CLS) output, the masked mean of the tokens, the tokens
 

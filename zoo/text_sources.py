@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import numpy as np
 
 from zoo.errors import DataError
 
-log = logging.getLogger(__name__)
 TABLES = (".csv", ".jsonl")
 TEXT_COLUMN, LABEL_COLUMN = "text", "label"
 
