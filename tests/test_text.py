@@ -101,7 +101,7 @@ def test_a_sequence_longer_than_the_position_table_is_cut_and_said(caplog):
     assert sum("position table" in r.message for r in caplog.records) == 1
 
 
-@pytest.mark.parametrize("kwargs, message", [({"input_shape": (16, 16)}, "sequence_length"),
+@pytest.mark.parametrize("kwargs, message", [({"input_shape": (16, 16)}, "a number of tokens"),
                                              ({"in_channels": 1}, "no in_channels"),
                                              ({"pooling": "max"}, "not one for text"),
                                              ({"features_only": True}, "text model")])

@@ -43,6 +43,21 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0, rate
 
 
+def read_clip(path: Path, rate: int | None, samples: int) -> np.ndarray:
+    """One ``.wav`` file as a model's input: checked to be at ``rate`` (the model's, None: any), then padded with
+    silence or cut to ``samples``."""
+    waves, found = read_wav(path)
+    if rate is not None and found != rate:
+        raise DataError(f"{path} is sampled at {found} Hz but the model takes {rate} Hz: resample it, e.g. "
+                        f"`sox {path.name} -r {rate} OUT.wav`")
+    return np.pad(waves[:samples], (0, max(samples - len(waves), 0)))
+
+
+def model_rate(model) -> int | None:
+    """The sample rate a sound model's front end takes (its layer with a ``sampling_rate``), or None."""
+    return next((layer.sampling_rate for layer in model.layers if hasattr(layer, "sampling_rate")), None)
+
+
 def read_folder(root: Path) -> tuple[np.ndarray, list[str], list[str], int]:
     """(waveforms (n, samples), class names, label names, sample rate) of a folder of class sub-folders."""
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -17,7 +17,7 @@ from pathlib import Path
 from zoo import checks
 from zoo.config import EMBEDDING_MAPS, OBJECTIVES, PRETRAIN_METHODS, SALIENCY_METHODS, TUNERS
 from zoo.errors import DataError, InvalidArgumentError, ZooError
-from zoo.registry import families, list_models, measured, model_info, resolve, specs
+from zoo.registry import LENGTHS, families, list_models, measured, model_info, resolve, specs
 from zoo.text import table
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ def cmd_info(args) -> int:
     built, own, least = info["default_input_size"], info["input_size"], info["min_input_size"]
     notes = [f"the {w['tag']} weights' size", f"the architecture's own {_dims(own)}"] if tuple(built) != tuple(own) \
         else []
-    text = info["modality"] == "text"
-    notes += ["at most its position table" if text else f"at least {least}x{least}"]
+    notes += [f"{least:,} to its position table" if info["modality"] in LENGTHS else f"at least {least}x{least}"]
     lines = [
         ("name", info["name"]), ("family", info["family"]), ("source", info["source"]),
         ("input size", f"{_dims(built, info['modality'])} ({'; '.join(notes)})"),
@@ -64,7 +63,8 @@ def cmd_info(args) -> int:
         ("pooling", info["pooling"]), ("tags", ", ".join(info["tags"]) or "none (random weights only)"),
         ("about", info["description"] or "-"),
         ("parameters", f"{info['params']:,} (the backbone)" if info["params"] else "not measured"),
-        ("GFLOPs", f"{info['gflops']} per image at {_dims(own)}" if info["gflops"] is not None else "not measured"),
+        ("GFLOPs", f"{info['gflops']} per input of {_dims(own, info['modality'])}" if info["gflops"] is not None
+         else "not measured"),
     ]
     if w:
         lines += [("weights file", w["file_name"]), ("url", w["url"] or "bundled with the package"),
@@ -78,7 +78,7 @@ def cmd_info(args) -> int:
 
 
 def _dims(size, modality: str = "image") -> str:
-    return f"{size[0]} tokens" if modality == "text" else "x".join(map(str, size))
+    return f"{size[0]:,} {LENGTHS[modality]}" if modality in LENGTHS else "x".join(map(str, size))
 
 
 def cmd_weights(args) -> int:
@@ -283,25 +283,31 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     _check_run(args.run)
     if bool(args.images) == bool(args.text):
-        raise InvalidArgumentError("give image files, or texts with --text, to classify (not both)")
-    for image in args.images:
-        if not Path(image).expanduser().is_file():
-            raise DataError(f"no such image file: {image}")
+        raise InvalidArgumentError("give image or .wav files, or texts with --text, to classify (not both)")
+    for file in args.images:
+        if not Path(file).expanduser().is_file():
+            raise DataError(f"no such file: {file}")
     import numpy as np
 
     model = _run_model(args.run)
     names = _class_names(args.run, model)
-    text_model = model.input.dtype == "string"
-    if bool(args.text) != text_model:
-        raise InvalidArgumentError(f"{args.run}'s model takes {'texts' if text_model else 'images'}: give "
-                                   f"{'--text' if text_model else 'image files'}")
-    if text_model:
-        inputs, shown = np.array(args.text, dtype=object), args.text
+    takes = "texts" if model.input.dtype == "string" else "sounds" if len(model.input.shape) == 2 else "images"
+    if bool(args.text) != (takes == "texts"):
+        raise InvalidArgumentError(f"{args.run}'s model takes {takes}: give "
+                                   f"{'--text' if takes == 'texts' else f'{takes[:-1]} files'}")
+    shown = args.text or args.images
+    if takes == "texts":
+        inputs = np.array(args.text, dtype=object)
+    elif takes == "sounds":
+        from zoo.audio_sources import model_rate, read_clip
+
+        rate, samples = model_rate(model), model.input.shape[1]
+        inputs = np.stack([read_clip(Path(path).expanduser(), rate, samples) for path in args.images])
     else:
         from zoo.data import read_image
 
         size, channels = tuple(model.input_shape[1:3]), model.input_shape[3]
-        inputs, shown = np.stack([read_image(path, size, channels) for path in args.images]), args.images
+        inputs = np.stack([read_image(path, size, channels) for path in args.images])
     logits = model.predict(inputs, verbose=0)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
@@ -591,11 +597,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--data", help="data to evaluate on (default: the run's)")
 
-    p = sub("predict", "classify image files or texts with a run's model",
-            "keras-zoo predict runs/my-run img1.jpg img2.png --top 3\n  keras-zoo predict runs/my-text-run --text "
-            "'an example sentence'", cmd_predict)
+    p = sub("predict", "classify image files, .wav files or texts with a run's model",
+            "keras-zoo predict runs/my-run img1.jpg img2.png --top 3\n  keras-zoo predict runs/my-sound-run clip.wav\n"
+            "  keras-zoo predict runs/my-text-run --text 'an example sentence'", cmd_predict)
     p.add_argument("run")
-    p.add_argument("images", nargs="*")
+    p.add_argument("images", nargs="*", help="image files, or .wav files for a sound model")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeat for more)")
     p.add_argument("--top", type=_integer(1), default=3, help="how many classes to show per input (default 3)")
 

@@ -153,7 +153,9 @@ def load(
     skipped: tuple[str, ...] = ()
     if src.modality != "image":
         _check_raw_options(src, model, augment)
-        return _raw_splits(src, chosen, names, ids, label_map, shuffle=shuffle, seed=seed, batch_size=batch_size)
+        samples = model.inputs[0].shape[1] if model is not None and src.modality == "audio" else None
+        return _raw_splits(src, chosen, names, ids, label_map, shuffle=shuffle, seed=seed, batch_size=batch_size,
+                           samples=samples)
     if src.paths is not None:
         early = None  # what files decode to, where known before they are read: then the check reads them for good
         if cache:
@@ -405,8 +407,8 @@ def _folder(root: Path, strict: bool) -> _Source:
     if audio_sources.is_audio_folder(root):
         waves, classes, labels, rate = audio_sources.read_folder(root)
         ids = np.array([classes.index(label) for label in labels], np.int32)
-        return _Source(str(root), {"train": _slices_part(waves, ids)}, tuple(classes), None, modality="audio",
-                       sample_rate=rate)
+        return _Source(str(root), {"train": _slices_part(waves, ids)}, tuple(classes), waves.shape[1:],
+                       modality="audio", sample_rate=rate)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
         raise DataError(
@@ -784,16 +786,27 @@ def _check_raw_options(src: _Source, model: keras.Model | None, augment: str) ->
             if src.modality == "text" else "a model with a spectrogram front end (zoo.audio_model)"
         raise InvalidArgumentError(f"{src.name} holds {what} but {model.name} takes {model.inputs[0].dtype} tensors "
                                    f"of shape {tuple(model.inputs[0].shape)}: give {hint}")
+    rate = audio_sources.model_rate(model)
+    if src.modality == "audio" and rate is not None and rate != src.sample_rate:
+        raise DataError(f"{src.name} is sampled at {src.sample_rate} Hz but {model.name} takes {rate} Hz: resample "
+                        f"the files, e.g. `sox IN -r {rate} OUT`, or build the model for {src.sample_rate} Hz")
 
 
 def _raw_splits(
     src: _Source, chosen: dict[str, tuple[_Part, np.ndarray | None]], names: tuple[str, ...], ids: np.ndarray,
-    label_map: np.ndarray | None, *, shuffle: bool, seed: int, batch_size: int,
+    label_map: np.ndarray | None, *, shuffle: bool, seed: int, batch_size: int, samples: int | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.data.Dataset, DataInfo]:
-    """The three splits of a text or sound source, batches of (string or waveform, int32 label), and its DataInfo."""
+    """The three splits of a text or sound source, batches of (string or waveform, int32 label), and its DataInfo.
+    ``samples``: the model's clip length, which waveforms are padded with silence or cut to (and said once)."""
+    longest = src.shape[0] if src.modality == "audio" else None
+    if samples is not None and samples < longest:
+        logger.warning("%s holds clips of up to %.2f s; the model takes %.2f s: longer clips are cut", src.name,
+                       longest / src.sample_rate, samples / src.sample_rate)
 
-    def relabel(text: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return text, tf.cast(label, tf.int32) if label_map is None else tf.gather(label_map, label)
+    def relabel(x: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if samples is not None:
+            x = tf.pad(x[:samples], [[0, max(samples - longest, 0)]])
+        return x, tf.cast(label, tf.int32) if label_map is None else tf.gather(label_map, label)
 
     datasets = [_pipeline(*chosen[split], relabel, train=split == "train", shuffle=shuffle, cache=True, seed=seed,
                           batch_size=batch_size, layers=[]) for split in SPLITS]

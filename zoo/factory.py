@@ -18,7 +18,7 @@ from applications.layers import Preprocessing, TokenPooling, adapt_channels
 from zoo import weights as store
 from zoo.backbone import Backbone, Entry
 from zoo.errors import InvalidArgumentError, WeightsError
-from zoo.registry import ModelSpec, WeightSpec, requested_weights, resolve, specs
+from zoo.registry import LENGTHS, ModelSpec, WeightSpec, requested_weights, resolve, specs
 
 POOLINGS = ("avg", "max", "token", "flatten", "none")
 HEAD = "head"  # the classifier layer's name, the same for every family
@@ -78,12 +78,11 @@ def create_model(
     num_classes = _check_options(spec, num_classes, pooling, dropout, features_only, out_indices)
     named = weight
     weight, weight_file = _pick_weights(spec, weight, name, pretrained)
-    if spec.modality == "text":
+    if spec.modality != "image":
         vocabulary = None if weight_file is not None or named is None else store.local_checkpoint(named)
-        return _text_model(spec, weight, weight_file or vocabulary, input_shape, in_channels, num_classes=num_classes,
-                           random=weight_file is None,
-                           pooling=pooling, dropout=dropout, head_hidden=head_hidden,
-                           include_preprocessing=include_preprocessing)
+        return _sequence_model(spec, weight, weight_file or vocabulary, input_shape, in_channels,
+                               num_classes=num_classes, random=weight_file is None, pooling=pooling, dropout=dropout,
+                               head_hidden=head_hidden, include_preprocessing=include_preprocessing)
     shape = _input_shape(spec, input_shape or spec.image_size(weight), in_channels)
 
     builder_kwargs = dict(spec.builder_kwargs)
@@ -124,14 +123,14 @@ def _head(x, spec: ModelSpec, num_classes: int, dropout: float, head_hidden):
     return keras.layers.Dense(num_classes, kernel_initializer="zeros", name=HEAD)(x)
 
 
-def _text_model(spec: ModelSpec, weight: WeightSpec | None, weight_file, input_shape, in_channels, *,
-                num_classes: int, pooling, dropout: float, head_hidden, include_preprocessing: bool,
-                random: bool = False) -> keras.Model:
-    """A text model: strings in (the checkpoint's tokenizer inside), or keras-hub's input dictionary where
-    there is no vocabulary or ``include_preprocessing=False``. ``random``: random weights, in the architecture of
-    ``weight_file``'s checkpoint where there is one on this machine (a bundled or downloaded tag: its vocabulary
-    too). Its sequence length is ``input_shape``'s, else the entry's, at most the encoder's position table."""
-    from zoo import language
+def _sequence_model(spec: ModelSpec, weight: WeightSpec | None, weight_file, input_shape, in_channels, *,
+                    num_classes: int, pooling, dropout: float, head_hidden, include_preprocessing: bool,
+                    random: bool = False) -> keras.Model:
+    """A text or sound model: strings or waveforms in (the checkpoint's tokenizer, or Whisper's log-mel features,
+    inside), or the encoder's own inputs where there is no vocabulary or ``include_preprocessing=False``. ``random``:
+    random weights, in the architecture of ``weight_file``'s checkpoint where there is one on this machine (a bundled
+    or downloaded tag: its vocabulary too). Its length (tokens, samples) is ``input_shape``'s, else the entry's, at
+    most the encoder's position table. The entry's builder module gives the inputs (``model_inputs``)."""
     from zoo.hub_config import read_config
 
     shape = _sequence_shape(spec, input_shape, in_channels)
@@ -139,28 +138,24 @@ def _text_model(spec: ModelSpec, weight: WeightSpec | None, weight_file, input_s
     if checkpoint is None and weight_file is not None and (Path(weight_file).parent / "config.json").is_file():
         checkpoint = Path(weight_file).parent  # a keras-hub preset's model.weights.h5 beside its config
     if weight_file is not None and checkpoint is None:
-        raise InvalidArgumentError(f"{spec.arch} is a keras-hub text encoder: give its checkpoint directory "
-                                   f"(config.json, model weights and tokenizer files), not {weight_file}")
+        raise InvalidArgumentError(f"{spec.arch} is a keras-hub {spec.modality} encoder: give its checkpoint "
+                                   f"directory (config.json, model weights and tokenizer files), not {weight_file}")
     if random and checkpoint is not None:
         builder_kwargs = {"config": read_config(checkpoint)}
     else:
         builder_kwargs = {**spec.builder_kwargs, **({"checkpoint": checkpoint} if checkpoint is not None else {})}
     body = _build_backbone(spec, shape, {**builder_kwargs, "pooling": pooling or spec.pooling})
-    length = shape[0]
+    length, unit = shape[0], LENGTHS[spec.modality]
     if body.max_length and length > body.max_length:
         if input_shape is not None:  # asked for: say so; the entry's default just fits the table
-            log.warning("sequence_length=%d is longer than %s's position table: texts are cut at %d tokens",
-                        length, spec.arch, body.max_length)
+            log.warning("input_shape=(%d,) is longer than %s's position table: inputs are cut at %d %s",
+                        length, spec.arch, body.max_length, unit)
         length, shape = body.max_length, (body.max_length,)
     entry = _entry(spec, weight, None if random else weight_file, shape, body.hub_config)
     backbone = Backbone(body.input, body.output, entry=entry, name=BACKBONE)
-    if include_preprocessing and checkpoint is not None:
-        inputs = keras.Input((), dtype="string", name="text")
-        x = backbone(language.tokenizer(checkpoint, length)(inputs))
-    else:
-        inputs = {name: keras.Input((length,), dtype=tensor.dtype, name=name) for name, tensor in body.input.items()}
-        x = backbone(inputs)
-    return keras.Model(inputs, _head(x, spec, num_classes, dropout, head_hidden), name=spec.arch)
+    module = importlib.import_module(spec.builder.partition(":")[0])
+    inputs, x = module.model_inputs(body, checkpoint, length, include_preprocessing)
+    return keras.Model(inputs, _head(backbone(x), spec, num_classes, dropout, head_hidden), name=spec.arch)
 
 
 def _directory(name) -> Path | None:
@@ -225,13 +220,15 @@ def _pick_weights(spec: ModelSpec, weight: WeightSpec | None, name: str, pretrai
 
 
 def _sequence_shape(spec: ModelSpec, input_shape, in_channels) -> tuple[int]:
-    """``(sequence_length,)`` of a text model: ``input_shape``, else the entry's."""
+    """``(tokens,)`` of a text model, ``(samples,)`` of a sound model: ``input_shape``, else the entry's."""
+    unit = LENGTHS[spec.modality]
     if in_channels is not None:
-        raise InvalidArgumentError(f"{spec.arch} is a text model: it takes no in_channels")
+        raise InvalidArgumentError(f"{spec.arch} is a {spec.modality} model: it takes no in_channels")
     shape = tuple(input_shape) if input_shape is not None else tuple(spec.input_size)
-    if len(shape) != 1 or not isinstance(shape[0], int) or isinstance(shape[0], bool) or shape[0] < 2:
-        raise InvalidArgumentError(f"{spec.arch} is a text model: input_shape is (sequence_length,), a number of "
-                                   f"tokens of at least 2, got {input_shape!r}")
+    least = max(spec.min_input_size, 2)
+    if len(shape) != 1 or not isinstance(shape[0], int) or isinstance(shape[0], bool) or shape[0] < least:
+        raise InvalidArgumentError(f"{spec.arch} is a {spec.modality} model: input_shape is ({unit},), a number of "
+                                   f"{unit} of at least {least}, got {input_shape!r}")
     return shape
 
 

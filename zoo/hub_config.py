@@ -14,6 +14,7 @@ from pathlib import Path
 
 from applications.normalisation import mode_of
 from zoo.catalog.keras_hub import stages_for, vision_config
+from zoo.catalog.keras_hub_audio import AUDIO_KINDS, audio_spec
 from zoo.catalog.keras_hub_text import TEXT_KINDS, text_spec
 from zoo.errors import InvalidArgumentError, WeightsError
 from zoo.registry import ModelSpec, specs
@@ -51,6 +52,8 @@ def spec_for(directory: Path) -> ModelSpec:
     family = kind(config)
     if family in TEXT_KINDS:
         return text_spec(directory.name, TEXT_KINDS[family], config, description=f"{directory}: its own tokenizer")
+    if family in AUDIO_KINDS:
+        return audio_spec(directory.name, config, description=f"{directory}: Whisper's encoder")
     known = next((s for s in specs() if s.source == "keras-hub" and kind(s.builder_kwargs["config"]) == family),
                  None)
     size = native_size(config)

@@ -54,11 +54,11 @@ def run_finetune(config: RunConfig, *, overwrite: bool = False, verbose: int | s
     chief = distribute.is_chief(strategy)  # other workers write only their own backup directory
     if chief:
         run.check_free()
-    size = None if spec.modality == "text" else \
+    size = None if spec.modality != "image" else \
         tuple(config.image_size or spec.image_size(weight if config.pretrained is True else None))
     config = config.replace(run_dir=str(run_dir), image_size=size, strategy=strategy)
     data = _data(config, config.per_class)
-    model = _model(config, data[3].num_classes)
+    model = _model(config, data)
     with run.lock() if chief else contextlib.nullcontext():
         summary = {"run_dir": str(run_dir), "model": zoo.entry_of(model).name, "recipe": config.recipe}
         if config.baseline and config.pretrained is not False:
@@ -108,22 +108,25 @@ def _data(config: RunConfig, per_class: int | None):
     from zoo.data import load
 
     spec = resolve(config.model)[0]
-    sized = {} if spec.modality == "text" else {"image_size": config.image_size, "channels": spec.input_size[2]}
+    sized = {} if spec.modality != "image" else {"image_size": config.image_size, "channels": spec.input_size[2]}
     return load(config.data, **sized, batch_size=config.batch_size, augment=config.augment, shuffle=False,
                 **{**config.split(), "per_class": per_class})
 
 
-def _model(config: RunConfig, num_classes: int, pretrained: bool | str | None = None):
-    """The run's model, seeded, in its strategy's scope (``pretrained``: None for the config's weights)."""
+def _model(config: RunConfig, data, pretrained: bool | str | None = None):
+    """The run's model for ``data`` (train, val, test, info), seeded, in its strategy's scope (``pretrained``: None
+    for the config's weights). A sound model takes the data's clips whole."""
     import keras
 
     import zoo
 
+    train, info = data[0], data[3]
+    shape = (train.element_spec[0].shape[1],) if info.modality == "audio" else config.image_size
     keras.utils.set_random_seed(config.seed)
     with config.strategy.scope():
-        return zoo.create_model(config.model, num_classes=num_classes,
+        return zoo.create_model(config.model, num_classes=info.num_classes,
                                 pretrained=config.pretrained if pretrained is None else pretrained,
-                                input_shape=config.image_size, dropout=config.dropout, head_hidden=config.head_hidden)
+                                input_shape=shape, dropout=config.dropout, head_hidden=config.head_hidden)
 
 
 class _Clock:
@@ -157,7 +160,7 @@ def _baseline(clock: _Clock, config: RunConfig, data, run_dir: Path, overwrite: 
     import zoo
     from zoo.runs import RunDir
 
-    model = _model(config, data[3].num_classes, pretrained=False)
+    model = _model(config, data, pretrained=False)
     rate = _resumed_rate(RunDir(run_dir)) if resumed else None
     if rate is None:
         rate = zoo.lr_find(model, data[0], steps=60).suggestion
@@ -177,7 +180,7 @@ def _curve(clock: _Clock, config: RunConfig, folder: Path, overwrite: bool, verb
     for n in CURVE:
         point = config.replace(per_class=n, baseline=False, curve=False, run_dir=str(folder / f"{n}_per_class"))
         data = _data(config, n)
-        model = _model(config, data[3].num_classes)
+        model = _model(config, data)
         result = clock.finetune(model, data, point, run_dir=point.run_dir, overwrite=overwrite, verbose=verbose)
         summary, scratch = _baseline(clock, point, data, folder / f"{n}_scratch", overwrite, verbose,
                                      resumed=result.resumed)

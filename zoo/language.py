@@ -61,6 +61,16 @@ def max_length(hub_config: dict) -> int | None:
     return hub_config.get("config", {}).get("max_sequence_length")
 
 
+def model_inputs(body: keras.Model, checkpoint, length: int, include_preprocessing: bool):
+    """The inputs of a text model and what goes into its encoder: strings through the checkpoint's tokenizer, or
+    keras-hub's input dictionary of ``length`` tokens (no vocabulary, or ``include_preprocessing=False``)."""
+    if include_preprocessing and checkpoint is not None:
+        texts = keras.Input((), dtype="string", name="text")
+        return texts, tokenizer(checkpoint, length)(texts)
+    inputs = {name: keras.Input((length,), dtype=tensor.dtype, name=name) for name, tensor in body.input.items()}
+    return inputs, inputs
+
+
 def tokenizer(checkpoint: str | Path, sequence_length: int) -> keras.layers.Layer:
     """The checkpoint's own tokenizer and packer (``[CLS] ... [SEP]``, padded to ``sequence_length``), as a layer
     that takes a batch of strings."""

@@ -23,6 +23,7 @@ from applications.normalisation import MODES
 from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError
 
 PREPROCESSING_MODES = (*MODES, "builtin", "none")  # builtin: the architecture's own layers; none: nothing
+LENGTHS = {"text": "tokens", "audio": "samples"}  # what a text or sound model's one input dimension counts
 WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")  # the weights files create_model(pretrained=PATH) loads
 
 
@@ -79,7 +80,7 @@ class ModelSpec:
     pre_logits: tuple[int, ...] = ()
     after_load: str | None = None
     description: str = ""
-    modality: str = "image"  # "image", or "text": input_size is then (sequence_length,)
+    modality: str = "image"  # "image"; "text" or "audio": input_size is then (tokens,) or (samples,), see LENGTHS
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -87,9 +88,9 @@ class ModelSpec:
 
     def image_size(self, weight: WeightSpec | None = None) -> tuple[int, int]:
         """(height, width) a model is built at by default: the size its weights were made at, else the
-        architecture's (timm's pretrained_cfg rule). The one place this rule is written. A text model's
-        ``(sequence_length,)``."""
-        if self.modality == "text":
+        architecture's (timm's pretrained_cfg rule). The one place this rule is written. A text or sound model's
+        ``(tokens,)`` or ``(samples,)``."""
+        if self.modality != "image":
             return tuple(self.input_size)
         return tuple((weight.input_size if weight is not None else None) or self.input_size[:2])
 
@@ -130,7 +131,7 @@ _REGISTRY: dict[str, ModelSpec] = {}
 # resolve to that source's spec; the bare name stays the first source's.
 _VARIANTS: dict[str, ModelSpec] = {}
 _CATALOG_MODULES = ("zoo.catalog.keras_apps", "zoo.catalog.native", "zoo.catalog.keras_hub",
-                    "zoo.catalog.keras_hub_text")
+                    "zoo.catalog.keras_hub_text", "zoo.catalog.keras_hub_audio")
 SOURCES = ("keras.applications", "keras-zoo", "keras-hub")  # which source a bare name shared by two means
 _loaded = False
 
