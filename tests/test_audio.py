@@ -191,6 +191,11 @@ def test_whisper_groups_are_its_embeddings_and_each_encoder_layer(whisper_preset
     trainable = {name for name in ("encoder_token_embedding_conv_layer_1", "transformer_encoder_layer_0",
                                    "transformer_encoder_layer_1") if body.get_layer(name).trainable_weights}
     assert trainable == {"transformer_encoder_layer_1"} and model.get_layer("head").trainable_weights
+    adapted = zoo.create_model(str(whisper_preset), num_classes=3, input_shape=(WHISPER_RATE // 4,))
+    zoo.apply_lora(adapted)
+    lora = {v.path.rsplit("/", 1)[0] for v in adapted.trainable_weights if "lora" in v.path}
+    assert lora == {f"transformer_encoder_layer_{i}/self_attention_layer/{name}" for i in (0, 1)
+                    for name in ("query", "value")}  # LoRA's default: the attention's query and value
 
 
 def test_whisper_fine_tunes_on_sounds_padded_to_its_input(whisper_preset, tmp_path, caplog):
