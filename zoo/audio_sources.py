@@ -43,14 +43,22 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0, rate
 
 
-def read_clip(path: Path, rate: int | None, samples: int) -> np.ndarray:
-    """One ``.wav`` file as a model's input: checked to be at ``rate`` (the model's, None: any), then padded with
-    silence or cut to ``samples``."""
+def read_clip(path: Path, model) -> np.ndarray:
+    """One ``.wav`` file as ``model``'s input: checked to be at the model's rate, then padded with silence or cut to
+    the model's samples."""
     waves, found = read_wav(path)
-    if rate is not None and found != rate:
-        raise DataError(f"{path} is sampled at {found} Hz but the model takes {rate} Hz: resample it, e.g. "
-                        f"`sox {path.name} -r {rate} OUT.wav`")
+    check_rate(str(path), found, model)
+    samples = model.inputs[0].shape[1]
     return np.pad(waves[:samples], (0, max(samples - len(waves), 0)))
+
+
+def check_rate(what: str, found: int, model) -> None:
+    """Refuse sound sampled at ``found`` Hz (``what``: a file or folder) for a model whose front end takes another
+    rate."""
+    rate = model_rate(model)
+    if rate is not None and rate != found:
+        raise DataError(f"{what} is sampled at {found} Hz but {model.name} takes {rate} Hz: resample it, e.g. "
+                        f"`sox IN -r {rate} OUT.wav`, or build the model for {found} Hz")
 
 
 def model_rate(model) -> int | None:

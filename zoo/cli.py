@@ -299,10 +299,9 @@ def cmd_predict(args) -> int:
     if takes == "texts":
         inputs = np.array(args.text, dtype=object)
     elif takes == "sounds":
-        from zoo.audio_sources import model_rate, read_clip
+        from zoo.audio_sources import read_clip
 
-        rate, samples = model_rate(model), model.input.shape[1]
-        inputs = np.stack([read_clip(Path(path).expanduser(), rate, samples) for path in args.images])
+        inputs = np.stack([read_clip(Path(path).expanduser(), model) for path in args.images])
     else:
         from zoo.data import read_image
 

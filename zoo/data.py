@@ -786,10 +786,8 @@ def _check_raw_options(src: _Source, model: keras.Model | None, augment: str) ->
             if src.modality == "text" else "a model with a spectrogram front end (zoo.audio_model)"
         raise InvalidArgumentError(f"{src.name} holds {what} but {model.name} takes {model.inputs[0].dtype} tensors "
                                    f"of shape {tuple(model.inputs[0].shape)}: give {hint}")
-    rate = audio_sources.model_rate(model)
-    if src.modality == "audio" and rate is not None and rate != src.sample_rate:
-        raise DataError(f"{src.name} is sampled at {src.sample_rate} Hz but {model.name} takes {rate} Hz: resample "
-                        f"the files, e.g. `sox IN -r {rate} OUT`, or build the model for {src.sample_rate} Hz")
+    if src.modality == "audio":
+        audio_sources.check_rate(src.name, src.sample_rate, model)
 
 
 def _raw_splits(
