@@ -1,3 +1,4 @@
+import gc
 import os
 
 import pytest
@@ -17,6 +18,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.name not in SPLIT_PER_TEST:
             item.add_marker(pytest.mark.xdist_group(item.path.name))
+    # pytest-xdist hands out the files' groups first (most tests first), then the single tests in this order:
+    # the slow ones before the rest, so that the last minute is short tests on both workers, not one long one
+    items.sort(key=lambda item: item.path.name in SPLIT_PER_TEST and item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """The test modules have imported TensorFlow, Keras and the package: about 390,000 objects that live as long
+    as the process. Frozen out of the collector's sight, they are not walked again by each ``gc.collect()`` (every
+    ``zoo.finetune`` runs one, in ``zoo.memory.released``): 0.2 s a collection becomes 0.015 s, and a fine-tune of
+    ``tiny_model`` 1.35 s becomes 1.15 s. What the tests make is still collected."""
+    gc.collect()
+    gc.freeze()
 
 
 # Shared by the fine-tuning and fault tests; TensorFlow is imported only when they are called.

@@ -89,7 +89,7 @@ def test_a_catalog_cnn_fine_tunes_on_sounds(tmp_path):
     samples = load(root)[0].element_spec[0].shape[1]
     keras.utils.set_random_seed(0)  # its accuracy does not depend on the tests before it
     model = zoo.audio_model("resnet_tiny", num_classes=3, sample_rate=RATE, samples=samples, pretrained=False)
-    result = zoo.finetune(model, root, recipe="full", epochs=8, batch_size=8, learning_rate=3e-3, verbose=0,
+    result = zoo.finetune(model, root, recipe="full", epochs=5, batch_size=8, learning_rate=3e-3, verbose=0,
                           patience=None)
     assert result.metrics["test_accuracy"] >= 0.8  # 5 test clips of 3 classes; chance is a third
 

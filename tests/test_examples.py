@@ -67,6 +67,7 @@ def test_lora_vit(tmp_path, capsys):
     assert (tmp_path / "vit_pico_digits04.weights.h5").is_file() and (tmp_path / "vit_pico_lora.keras").is_file()
 
 
+@pytest.mark.slow
 def test_hyperparameter_search(tmp_path, capsys):
     out = run_example("hyperparameter_search.py", "--out", tmp_path / "search", cwd=tmp_path, capsys=capsys)
     with open(tmp_path / "search" / "trials.csv") as f:
@@ -77,6 +78,7 @@ def test_hyperparameter_search(tmp_path, capsys):
     assert re.search(r"^model: (resnet_tiny|mlp_small)$", best, re.M) and best in out
 
 
+@pytest.mark.slow
 def test_multi_gpu_on_two_cpu_devices(tmp_path):
     out = run_example("multi_gpu.py", "--cpu-devices", 2, cwd=tmp_path)
     assert "replicas in sync: 2 (" in out

@@ -10,7 +10,7 @@ import zoo
 from applications.layers import Preprocessing
 from zoo.errors import InvalidArgumentError, UnknownModelError, WeightsError, ZooError
 from zoo.factory import adapt_conv_kernel
-from zoo.registry import specs
+from zoo.registry import measured, specs
 
 SMALL = (32, 32)
 
@@ -89,6 +89,7 @@ def test_adapt_conv_kernel_follows_timm():
     np.testing.assert_allclose(five, np.concatenate([kernel, kernel[:, :, :2]], axis=2) * 3 / 5, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_in_a_fresh_process_with_safe_mode(tmp_path):
     model = zoo.create_model("mobilenetv3_small", num_classes=3, pretrained=False, input_shape=SMALL)
     x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
@@ -142,11 +143,13 @@ def _min_shape(spec):
 # DINOv2-L configurations alone would add a minute here)
 @pytest.mark.parametrize("spec", [s for s in specs() if s.source != "keras-hub"], ids=lambda s: s.arch)
 def test_every_catalog_entry_builds_with_the_right_output_shape(spec):
-    model = zoo.create_model(spec.arch, num_classes=3, pretrained=False, input_shape=_min_shape(spec))
-    x = np.zeros((1, *_min_shape(spec), spec.input_size[2]), "float32")
-    out = model(x)
-    assert out.shape == (1, 3) and np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
-    keras.backend.clear_session()
+    # In a StatelessScope the variables get their shapes but not their random values (half the time of building
+    # the largest entries): the graph is built layer by layer at the smallest input the entry takes.
+    with keras.StatelessScope():
+        model = zoo.create_model(spec.arch, num_classes=3, pretrained=False, input_shape=_min_shape(spec))
+    assert tuple(model.output.shape) == (None, 3)
+    assert model.get_layer("backbone").count_params() == measured(spec)["params"]  # what `keras-zoo list` shows
+    keras.backend.clear_session(free_memory=False)  # variables made in a StatelessScope hold no values
 
 
 def test_a_local_weights_file_serves_another_channel_count(tmp_path):

@@ -97,6 +97,7 @@ def test_learning_rate_multipliers_give_steps_in_the_asked_ratio(name):
         np.testing.assert_allclose(step["top/kernel"].max(), 0.01, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_a_model_compiled_for_finetuning_saves_and_loads_in_a_fresh_process(tmp_path):
     model = zoo.create_model("mobilenetv3_small", num_classes=3, pretrained=False, input_shape=SMALL)
     zoo.freeze(model)

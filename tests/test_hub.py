@@ -61,6 +61,7 @@ def test_a_transformers_directory_computes_what_transformers_computes(name):
     assert relative_error(model, FIXTURES / name) < 1e-5
 
 
+@pytest.mark.slow
 def test_a_checkpoint_directory_fine_tunes_and_survives_a_fresh_process(tmp_path):
     model = zoo.create_model(FIXTURES / "dinov2_tiny", num_classes=3)
     before = model.get_layer("backbone").get_weights()

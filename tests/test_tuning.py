@@ -176,6 +176,7 @@ def test_random_search_writes_table_plot_and_best_config(tmp_path):
         tuning.search("digits", space, objective="val_loss", max_trials=3, directory=tmp_path, **FAST)
 
 
+@pytest.mark.slow
 def test_shared_features_are_extracted_once_and_score_as_uncached():
     space = tuning.Space({"backbone": "resnet_tiny", "recipe": "linear_probe", "dropout": [0.0, 0.3],
                           "head_depth": [0, 1], "head_width": 16, "learning_rate": 1e-2})
@@ -235,6 +236,7 @@ def test_every_tuner_runs(tmp_path, tuner):
         assert all(r["epochs"] in (1, 3) for r in result.trials)
 
 
+@pytest.mark.slow
 def test_hyperband_goes_on_from_the_earlier_rounds_weights(tmp_path):
     space = {"backbone": "mlp_small", "recipe": "full", "learning_rate": (1e-3, 1e-1, "log")}
     result = tuning.search("digits", space, tuner="hyperband", max_trials=4, directory=tmp_path,
@@ -339,6 +341,7 @@ def _statuses(directory: Path) -> dict[str, str]:
     return statuses
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_runs_only_the_remaining_trials(tmp_path):
     directory = tmp_path / "run"
     process = _start(tmp_path, directory, trials=4, epochs=1)
