@@ -153,8 +153,8 @@ def _sequence_model(spec: ModelSpec, weight: WeightSpec | None, weight_file, inp
         length, shape = body.max_length, (body.max_length,)
     entry = _entry(spec, weight, None if random else weight_file, shape, body.hub_config)
     backbone = Backbone(body.input, body.output, entry=entry, name=BACKBONE)
-    module = importlib.import_module(spec.builder.partition(":")[0])
-    inputs, x = module.model_inputs(body, checkpoint, length, include_preprocessing)
+    model_inputs = _function(spec.builder.partition(":")[0] + ":model_inputs")
+    inputs, x = model_inputs(body, checkpoint, length, include_preprocessing)
     return keras.Model(inputs, _head(backbone(x), spec, num_classes, dropout, head_hidden), name=spec.arch)
 
 
@@ -253,9 +253,14 @@ def _input_shape(spec: ModelSpec, input_shape, in_channels) -> tuple[int, int, i
     return (int(h), int(w), int(c))
 
 
+def _function(reference: str):
+    """The function a catalog entry names as ``"module:function"`` (its builder, its after_load step)."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _build_backbone(spec: ModelSpec, shape, builder_kwargs) -> keras.Model:
-    module, _, fn = spec.builder.partition(":")
-    builder = getattr(importlib.import_module(module), fn)
+    builder = _function(spec.builder)
     try:
         backbone = builder(input_shape=shape, **builder_kwargs)
     except (ValueError, TypeError) as e:
@@ -282,8 +287,7 @@ def _load_backbone_weights(spec, backbone, shape, builder_kwargs, weight, path) 
             target = _build_backbone(spec, native, builder_kwargs)  # a file made at the architecture's channels
             _load_file(target, path, spec, native)
     if weight is not None and spec.after_load:
-        module, _, fn = spec.after_load.partition(":")
-        getattr(importlib.import_module(module), fn)(target)
+        _function(spec.after_load)(target)
     if target is not backbone:
         transfer_weights(target, backbone, spec.first_conv)
 
