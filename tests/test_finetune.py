@@ -210,6 +210,24 @@ def test_cached_and_uncached_head_training_agree():
     assert cached_m == pytest.approx(plain_m, rel=1e-4)
 
 
+def test_features_are_extracted_in_large_chunks_with_the_last_one_padded():
+    from zoo.training.features import extract, extraction_rows
+
+    x, y = arrays(n=300)  # 16x16x3: 256 examples a call, then 44 padded to 256
+    assert extraction_rows(tf.TensorSpec((None, 16, 16, 3))) == 256
+    assert extraction_rows(tf.TensorSpec((None, 160, 160, 3))) == 54
+    assert extraction_rows(tf.TensorSpec((None, 512, 512, 3))) == 32
+    assert extraction_rows(tf.TensorSpec((None,), tf.string)) is None  # texts: the dataset's own batches
+    model = tiny_model()
+    body = keras.Model(model.input, model.get_layer("pool").output)
+    calls = []
+    body.predict_on_batch = lambda batch: calls.append(len(batch)) or keras.Model.predict_on_batch(body, batch)
+    features, labels = extract(body, tf.data.Dataset.from_tensor_slices((x, y)).batch(32))
+    assert calls == [256, 256]
+    np.testing.assert_allclose(features, body.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(labels, y)
+
+
 def test_two_phase_trains_the_head_then_the_top_blocks():
     model = tiny_model()
     low, top = model.get_layer("conv0").get_weights()[0].copy(), model.get_layer("conv3").get_weights()[0].copy()

@@ -71,17 +71,16 @@ class FeatureCache:
         self.arrays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.extractions = 0  # how many times a backbone ran over a split
 
-    def extractor(self, key: tuple, splits: dict[str, tf.data.Dataset], batch_size: int) -> Callable:
-        """An ``extractor`` for ``zoo.finetune`` (features, labels, batch size, as
-        ``zoo.training.features.extract``) that computes each split's features once."""
+    def extractor(self, key: tuple, splits: dict[str, tf.data.Dataset]) -> Callable:
+        """An ``extractor`` for ``zoo.finetune`` (features and labels, as ``zoo.training.features.extract``)
+        that computes each split's features once."""
 
-        def shared(features: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray, int]:
+        def shared(features: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
             split = next(name for name, ds in splits.items() if ds is dataset)
             if (key, split) not in self.arrays:
-                self.arrays[key, split] = extract(features, dataset)[:2]
+                self.arrays[key, split] = extract(features, dataset)
                 self.extractions += 1
-            x, y = self.arrays[key, split]
-            return x, y, min(batch_size, len(x))
+            return self.arrays[key, split]
 
         return shared
 
@@ -153,7 +152,7 @@ class ZooHyperModel(keras_tuner.HyperModel):
         extractor = None
         if share:
             key = (config["model"], size, config["pretrained"])
-            extractor = self.features.extractor(key, {"train": train, "validation": val}, config["batch_size"])
+            extractor = self.features.extractor(key, {"train": train, "validation": val})
         options = {k: config[k] for k in ("recipe", "epochs", "learning_rate", "blocks") if k in config}
         result = zoo.finetune(model, (train, val), **options, cache_features=share, patience=self.patience,
                               seed=self.seed, verbose=self.verbose, extractor=extractor, initial_epoch=initial_epoch)

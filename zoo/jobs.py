@@ -95,8 +95,8 @@ def _knn_before_training(model, config: RunConfig, data) -> dict:
     random = zoo.create_model(zoo.entry_of(model).name, pretrained=False, input_shape=config.image_size)
     scores = {}
     for name, net in (("pretrained", embedding_model(model)), ("random init", random)):
-        train_x, train_y, _ = extract(net, data[0])
-        test_x, test_y, _ = extract(net, data[2])
+        train_x, train_y = extract(net, data[0])
+        test_x, test_y = extract(net, data[2])
         scores[name] = knn_accuracy(train_x, train_y, test_x, test_y, k=min(20, len(train_y)))
     log.info("kNN accuracy of the backbone's features before training: pretrained %.3f, random init %.3f",
              scores["pretrained"], scores["random init"])

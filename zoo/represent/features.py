@@ -205,5 +205,5 @@ def embed(model: keras.Model, data, *, split: str = "train", data_options: dict 
     dataset, info = datasets[SPLITS[split]], datasets[3]
     if info.num_examples.get("validation" if split == "val" else split, 0) == 0:
         raise InvalidArgumentError(f"{info.source} has no {split} examples: use another split")
-    features, labels, _ = extract(embedding_model(model, layer, pool), dataset)
+    features, labels = extract(embedding_model(model, layer, pool), dataset)
     return Embedding(features.reshape(len(features), -1), labels.astype("int64"), tuple(info.class_names))

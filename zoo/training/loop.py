@@ -49,7 +49,7 @@ from zoo.training.recipes import Phase, plan
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"  # facts of a run that are not options: class names, phases, the batch plan
-Extractor = Callable[[keras.Model, tf.data.Dataset], tuple[np.ndarray, np.ndarray, int]]
+Extractor = Callable[[keras.Model, tf.data.Dataset], tuple[np.ndarray, np.ndarray]]
 
 # Options left out of a run's fingerprint (every other FinetuneConfig / RunConfig field is in it): tensorboard
 # only adds logs; strategy counts by its effect, the number of replicas (which, with batch_size, learning_rate
@@ -306,9 +306,9 @@ class _Finetune:
         self.checkpoint = None
         self.cached = None
         if split is not None:
-            target, (x, y, batch) = split[1], self.extract(split[0], self.splits.train)
+            target, (x, y), batch = split[1], self.extract(split[0], self.splits.train), self.splits.batch_size
             val = self._cached(split[0], self.splits.val)
-            examples, steps = tf.data.Dataset.from_tensor_slices((x, y)), math.ceil(len(x) / batch)
+            examples, steps = tf.data.Dataset.from_tensor_slices((x, y)), self.splits.steps
             self.cached = split, {"val": val}
         else:
             target, val = model, self.splits.val
@@ -412,8 +412,7 @@ class _Finetune:
     def _cached(self, features: keras.Model, dataset):
         if dataset is None:
             return None
-        x, y, batch = self.extract(features, dataset)
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+        return tf.data.Dataset.from_tensor_slices(self.extract(features, dataset)).batch(self.splits.batch_size)
 
     def _end_epoch(self, phase: Phase, target: keras.Model, early, logs: dict) -> None:
         state = self.state
