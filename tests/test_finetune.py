@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -210,22 +211,25 @@ def test_cached_and_uncached_head_training_agree():
     assert cached_m == pytest.approx(plain_m, rel=1e-4)
 
 
-def test_features_are_extracted_in_large_chunks_with_the_last_one_padded():
+def test_features_are_extracted_in_large_chunks_of_one_size_for_every_split():
     from zoo.training.features import extract, extraction_rows
 
-    x, y = arrays(n=300)  # 16x16x3: 256 examples a call, then 44 padded to 256
+    x, y = arrays(n=300)  # 16x16x3: 256 examples a call, then 44 padded to 256; a split of 10: padded too
     assert extraction_rows(tf.TensorSpec((None, 16, 16, 3))) == 256
     assert extraction_rows(tf.TensorSpec((None, 160, 160, 3))) == 54
     assert extraction_rows(tf.TensorSpec((None, 512, 512, 3))) == 32
-    assert extraction_rows(tf.TensorSpec((None,), tf.string)) is None  # texts: the dataset's own batches
+    assert extraction_rows(tf.TensorSpec((None,), tf.string)) == 32  # texts
     model = tiny_model()
     body = keras.Model(model.input, model.get_layer("pool").output)
     calls = []
     body.predict_on_batch = lambda batch: calls.append(len(batch)) or keras.Model.predict_on_batch(body, batch)
     features, labels = extract(body, tf.data.Dataset.from_tensor_slices((x, y)).batch(32))
-    assert calls == [256, 256]
+    small, small_labels = extract(body, tf.data.Dataset.from_tensor_slices((x[:10], y[:10])).batch(4))
+    assert calls == [256, 256, 256]  # one graph for every call
     np.testing.assert_allclose(features, body.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(small, features[:10], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(labels, y)
+    np.testing.assert_array_equal(small_labels, y[:10])
 
 
 def test_two_phase_trains_the_head_then_the_top_blocks():
@@ -295,44 +299,40 @@ def test_lr_find_suggests_a_rate_and_restores_the_weights(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
-RESUMABLE = textwrap.dedent("""
-    import logging, sys, numpy as np, tensorflow as tf
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")  # zoo's log lines
-    sys.path.insert(0, {tests!r})
-    from test_finetune import tiny_model, datasets
-    import zoo
+def two_phase_run(run_dir) -> list:
+    """The run the kill-and-resume test interrupts (two phases, the first on cached features); its final weights."""
     model = tiny_model()
     train, val = datasets()  # unshuffled: finetune shuffles each epoch by (seed, epoch)
-    result = zoo.finetune(model, (train, val), recipe="two_phase", epochs=6, blocks=2, cache_features=True,
-                          patience=None, run_dir={run!r}, verbose=2)
-    np.savez({out!r}, *model.get_weights())
-    print("done")
+    zoo.finetune(model, (train, val), recipe="two_phase", epochs=6, blocks=2, cache_features=True, patience=None,
+                 run_dir=run_dir, verbose=2)
+    return model.get_weights()
+
+
+KILLABLE = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_finetune import two_phase_run
+    two_phase_run({run!r})
 """)
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path):
-    tests = os.path.dirname(__file__)
-
-    def script(run, out):
-        return [sys.executable, "-c", RESUMABLE.format(tests=tests, run=str(run), out=str(out))]
-
-    full = subprocess.run(script(tmp_path / "full", tmp_path / "full.npz"), capture_output=True, text=True)
-    assert full.stdout.strip().endswith("done"), full.stderr[-3000:]
+def test_a_killed_run_resumes_and_ends_with_the_same_weights(tmp_path, caplog):
     run = tmp_path / "killed"
-    proc = subprocess.Popen(script(run, tmp_path / "killed.npz"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE.format(tests=os.path.dirname(__file__), run=str(run))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = run / "state.json"
     while proc.poll() is None:  # kill it in the second phase, between or during epochs
         if state.exists() and len(json.loads(state.read_text())["history"]) >= 3:
             proc.kill()
             break
+        time.sleep(0.02)
     assert proc.wait() != 0, "the run finished before it could be killed"
-    again = subprocess.run(script(run, tmp_path / "killed.npz"), capture_output=True, text=True)
-    assert "resuming" in again.stdout and again.stdout.strip().endswith("done"), again.stderr[-3000:]
-    with np.load(tmp_path / "full.npz") as a, np.load(tmp_path / "killed.npz") as b:
-        for key in a.files:
-            np.testing.assert_array_equal(a[key], b[key])
+    with caplog.at_level("INFO", logger="zoo"):
+        resumed = two_phase_run(run)
+    assert any(r.getMessage().startswith(f"resuming {run}: ") for r in caplog.records), caplog.text
+    for got, want in zip(resumed, two_phase_run(tmp_path / "uninterrupted"), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("arch", ["mlp_small", "resnet_tiny"])

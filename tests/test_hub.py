@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shapes_only
 
 import zoo
 from zoo.errors import InvalidArgumentError, WeightsError, WeightsNotFoundError
@@ -101,10 +102,11 @@ def test_a_checkpoint_directory_fine_tunes_and_survives_a_fresh_process(tmp_path
 def test_catalog_entries_build_offline_as_keras_hubs_presets(name, input_shape, backbone_class, preset):
     import keras_hub
 
-    model = zoo.create_model(name, pretrained=False, input_shape=input_shape)
-    published = getattr(keras_hub.models, backbone_class).presets[preset]["metadata"]["params"]
-    assert model.get_layer("backbone").count_params() == published
-    assert zoo.entry_of(model).source == "keras-hub" and zoo.entry_of(model).weights is None
+    with shapes_only():
+        model = zoo.create_model(name, pretrained=False, input_shape=input_shape)
+        published = getattr(keras_hub.models, backbone_class).presets[preset]["metadata"]["params"]
+        assert model.get_layer("backbone").count_params() == published
+        assert zoo.entry_of(model).source == "keras-hub" and zoo.entry_of(model).weights is None
 
 
 def test_catalog_lists_hub_entries_with_their_handles_and_licences():
@@ -205,14 +207,15 @@ def test_timm_stages_end_at_keras_hubs_pyramid_levels(arch):
     from zoo import hub
 
     spec = next(s for s in zoo.registry.specs() if s.arch == arch and s.source == "keras-hub")
-    body = hub.build((64, 64, 3), **spec.builder_kwargs)
-    pyramid = getattr(body, "pyramid_outputs", None)  # MobileNetV3 has none in keras-hub
-    for stride, name in spec.stages.items():
-        if pyramid:
-            assert body.get_layer(name).output is pyramid[f"P{stride.bit_length() - 1}"]
-    model = zoo.create_model(f"{arch}.{spec.weights[0].tag}", pretrained=False, features_only=True,
-                             input_shape=(64, 64))
-    assert [v.shape[1] for v in model.output.values()] == [64 // s for s in sorted(spec.stages)]
+    with shapes_only():
+        body = hub.build((64, 64, 3), **spec.builder_kwargs)
+        pyramid = getattr(body, "pyramid_outputs", None)  # MobileNetV3 has none in keras-hub
+        for stride, name in spec.stages.items():
+            if pyramid:
+                assert body.get_layer(name).output is pyramid[f"P{stride.bit_length() - 1}"]
+        model = zoo.create_model(f"{arch}.{spec.weights[0].tag}", pretrained=False, features_only=True,
+                                 input_shape=(64, 64))
+        assert [v.shape[1] for v in model.output.values()] == [64 // s for s in sorted(spec.stages)]
 
 
 def dinov2_block(path: str) -> int | None:
@@ -353,11 +356,12 @@ def test_image_tower_entries_are_keras_hubs_two_tower_presets(arch, backbone_cla
     import keras_hub
 
     spec = next(s for s in zoo.registry.specs() if s.arch == arch)
-    whole = keras.saving.deserialize_keras_object(spec.builder_kwargs["config"])  # both towers, as the preset
     preset = getattr(keras_hub.models, backbone_class).presets[arch]
-    assert whole.count_params() == preset["metadata"]["params"] and spec.weights[0].url == preset["kaggle_handle"]
-    tower = zoo.create_model(arch, pretrained=False).get_layer("backbone")
-    assert tower.count_params() == whole.vision_encoder.count_params()
+    with shapes_only():
+        whole = keras.saving.deserialize_keras_object(spec.builder_kwargs["config"])  # both towers, as the preset
+        assert whole.count_params() == preset["metadata"]["params"] and spec.weights[0].url == preset["kaggle_handle"]
+        tower = zoo.create_model(arch, pretrained=False).get_layer("backbone")
+        assert tower.count_params() == whole.vision_encoder.count_params()
     with pytest.raises(WeightsNotFoundError, match=f"{preset['kaggle_handle']}.*keras-zoo weights import"):
         zoo.create_model(f"{arch}.{spec.weights[0].tag}")  # KERAS_ZOO_OFFLINE is set
 

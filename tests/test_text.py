@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import shapes_only
 
 import zoo
 from zoo.backbone import entry_of
@@ -37,9 +38,10 @@ def _model(**kwargs) -> keras.Model:
 @pytest.mark.parametrize("name, params", [("bert_tiny", 4_385_920), ("minilm_l6", 22_713_216),
                                           ("bert_base", 109_482_240)])
 def test_text_entries_build_offline_with_the_published_parameter_counts(name, params):
-    model = zoo.create_model(name, pretrained=False, pooling="token")
-    assert model.count_params() == params
-    assert set(model.input) >= {"token_ids", "padding_mask"}  # no vocabulary: token ids in
+    with shapes_only():
+        model = zoo.create_model(name, pretrained=False, pooling="token")
+        assert model.count_params() == params
+        assert set(model.input) >= {"token_ids", "padding_mask"}  # no vocabulary: token ids in
 
 
 def test_the_catalog_lists_text_families_with_handles_and_licences():

@@ -63,29 +63,30 @@ def head_split(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
 MIN_ROWS, MAX_ROWS, MAX_VALUES = 32, 256, 2**22
 
 
-def extraction_rows(spec: tf.TensorSpec) -> int | None:
-    """How many examples the body runs on per call for inputs of ``spec`` (batched); None: the dataset's batches
-    (strings, or a size not known in advance)."""
+def extraction_rows(spec: tf.TensorSpec) -> int:
+    """How many examples the body runs on per call for (batched) inputs of ``spec``: 32 for texts."""
     values = spec.shape[1:].num_elements()
-    if not spec.dtype.is_floating and not spec.dtype.is_integer or not values:
-        return None
+    if not (spec.dtype.is_floating or spec.dtype.is_integer) or not values:
+        return MIN_ROWS
     return max(MIN_ROWS, min(MAX_ROWS, MAX_VALUES // values))
 
 
 def extract(features: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels for every example of a batched ``(inputs, labels)`` dataset, in its order.
 
+    Every call of the body takes the same number of examples (the last chunk padded), so its graph is traced
+    once for all the splits it runs on, whatever their sizes.
+
     Example:
         >>> x, y = extract(features, train)   # x: (examples, *features.output.shape[1:])
     """
     rows = extraction_rows(dataset.element_spec[0])
-    batches = dataset.unbatch().batch(rows) if rows else dataset
     xs, ys = [], []
-    for inputs, labels in batches:
+    for inputs, labels in dataset.unbatch().batch(rows):
         inputs = np.asarray(inputs)
         n = len(inputs)
-        if xs and n < len(xs[0]):  # a short last batch, padded: the body's graph is traced once, not twice
-            inputs = np.concatenate([inputs, np.repeat(inputs[-1:], len(xs[0]) - n, axis=0)])
+        if n < rows:
+            inputs = np.concatenate([inputs, np.repeat(inputs[-1:], rows - n, axis=0)])
         xs.append(np.asarray(features.predict_on_batch(inputs))[:n])  # a compiled graph, not eager calls
         ys.append(np.asarray(labels))
     return np.concatenate(xs), np.concatenate(ys)
