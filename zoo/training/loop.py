@@ -305,14 +305,13 @@ class _Finetune:
             model.set_weights(resumed["model"])
         self.checkpoint = None
         self.cached = None
+        batch, steps = self.splits.batch_size, self.splits.steps  # the same batches, cached or not
         if split is not None:
-            target, (x, y), batch = split[1], self.extract(split[0], self.splits.train), self.splits.batch_size
+            target, examples = split[1], tf.data.Dataset.from_tensor_slices(self.extract(split[0], self.splits.train))
             val = self._cached(split[0], self.splits.val)
-            examples, steps = tf.data.Dataset.from_tensor_slices((x, y)), self.splits.steps
             self.cached = split, {"val": val}
         else:
-            target, val = model, self.splits.val
-            examples, batch, steps = self.splits.train.unbatch(), self.splits.batch_size, self.splits.steps
+            target, val, examples = model, self.splits.val, self.splits.train.unbatch()
         seed = config.seed * 101 + index if config.shuffle else None
         optimizer = make_optimizer(config.optimizer, self.learning_rate(phase, steps), multipliers=multipliers,
                                    gradient_accumulation_steps=config.grad_accum if config.grad_accum > 1 else None,
