@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_ZOO_OFFLINE", "1")  # tests never touch the network
 
 # The largest files, whose tests share no module-scoped fixture: pytest-xdist hands out their tests one by
-# one, so that neither worker is left with a long file at the end. Every other file runs whole on one
+# one, so that no worker is left with a long file at the end. Every other file runs whole on one
 # worker (its module-scoped fixtures, such as the CLI's main job, are then built once).
 SPLIT_PER_TEST = {"test_architectures.py", "test_examples.py", "test_factory.py", "test_finetune.py",
                   "test_hub.py", "test_tuning.py"}
@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(items):
         if item.path.name not in SPLIT_PER_TEST:
             item.add_marker(pytest.mark.xdist_group(item.path.name))
     # pytest-xdist hands out the files' groups first (most tests first), then the single tests in this order:
-    # the slow ones before the rest, so that the last minute is short tests on both workers, not one long one
+    # the slow ones before the rest, so that the last minute is short tests on every worker, not one long one
     items.sort(key=lambda item: item.path.name in SPLIT_PER_TEST and item.get_closest_marker("slow") is None)
 
 
