@@ -10,25 +10,31 @@ For each row it prints the time to the end of the first (cold) epoch, set-up inc
 folder and decodes every file once while checking it, held in memory as uint8; Keras lists the folder
 and decodes in its first epoch), to the end of the third, and a warm epoch (both from memory), with the
 ratios (Keras time / ours: above 1, ours is faster); then the memory an epoch adds to each, measured in
-a new process. Both sides are
-built afresh for each repeat, so each first epoch is cold (the files themselves sit in the OS's
-page cache for both); the figure is the best of --repeats, since a shared machine adds noise (on
-2026-12-06 about one tf.data run in four, on either side, left one of the two cores idle for most of its
-decoding, with the same CPU time: 2.8 s instead of 1.75 for ours, 2.6 instead of 2.25 for Keras). The
-small row also times a training step fed by our pipeline against one fed from in-memory tensors
-(goal ~1.0: training is not input-bound).
+a new process. Both sides are built afresh for each repeat, so each first epoch is cold (the files
+themselves sit in the OS's page cache for both); the figure is the best of --repeats, since a shared machine
+adds noise (on 2026-12-06 about one run in four, on either side, took about a second longer at the same CPU
+time; on ours that was tf.data's autotuning leaving every core idle for a second of the decoding pass, which
+``load`` now runs untuned: see below). The small row also times a training step fed by our pipeline against
+one fed from in-memory tensors (goal ~1.0: training is not input-bound).
 
 The camera row's ceiling (measured 2026-12-02, 2 cores): decoding the 500 files alone takes 2.0 s at full
 scale and 1.7 s at 1/4 scale in TensorFlow (1.65 s with Pillow's ``draft``, two threads), because at
-2 bits a pixel most of a JPEG decoder's work is the entropy decoding, which DCT scaling cannot skip; with
-Keras's side at about 2.1 s, no decoder here gets the ratio much above 1.28. Measured again 2026-12-06 as
-CPU time, one thread, 150 of the files: 1.48 s at full scale, 1.18 at 1/2, 1.07 at 1/4, 0.90 at 1/8
-(``fancy_upscaling=False`` and ``dct_method="INTEGER_FAST"`` change nothing). Ours decodes half the files at
-1/4 and half at 1/8 (never below 160 a side), so its first epoch costs about 0.67 of Keras's CPU time; the
-rest of the gap is set-up (tracing and instantiating the decoding function: about 0.15 s before the first
-file is read). Each later epoch of ours gathers and casts the uint8 images to float32 (0.03 to 0.05 s for
-500 images) where Keras hands out the float32 batches it cached: the price of a cache 4x smaller, which is
-why the three-epoch ratio sits about 0.05 below the first epoch's.
+2 bits a pixel most of a JPEG decoder's work is the entropy decoding, which DCT scaling cannot skip. Measured
+again 2026-12-06 as CPU time, one thread, 150 of the files: 1.48 s at full scale, 1.18 at 1/2, 1.07 at 1/4,
+0.90 at 1/8 (``fancy_upscaling=False`` and ``dct_method="INTEGER_FAST"`` change nothing). Ours decodes half
+the files at 1/4 and half at 1/8 (never below 160 a side), so its first epoch costs about 0.67 of Keras's
+CPU time.
+
+The rest is set-up and the later epochs (measured 2026-12-07): ours traces its decoding function (0.07 s),
+starts the pass (0.03 s), decodes (1.55 to 1.65 s, both cores busy) and builds the splits' pipelines
+(0.04 s); Keras's first epoch takes 2.25 to 2.55 s. Three changes of 2026-12-07 took about 0.1 s off ours,
+and a second off its slow runs: one decoding per file gives both its pixels and its size (a second function
+read the header before), a grayscale file turns to RGB by a tile rather than a branch (less to trace), and
+the pass runs with tf.data's autotuning off, one call per core (with autotuning on, about one pass in three
+sat a second with every core idle, at the same CPU time; with it off, none in 24). Each later epoch of ours
+gathers and casts the uint8 images to float32 in one map (0.02 s for 500 images) where Keras hands out the
+float32 batches it cached (0.004 s): the price of a cache 4x smaller, which is why the three-epoch ratio
+sits a little below the first epoch's.
 """
 
 import argparse

@@ -253,6 +253,16 @@ def test_model_turns_grayscale_into_rgb_and_rgb_into_luminance(tmp_path):
     x, y = epoch(gray)
     assert x.shape == (2, 32, 32, 1) and info.channels == 1
     assert np.allclose(x[y == 1], 0.299 * 255, atol=1.5)  # luminance of pure red
+    assert np.all(x[y == 0] == 40)  # gray stays itself
+
+
+def test_a_grayscale_model_reads_every_gray_level_exactly(tmp_path):
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    save(tmp_path / "gray" / "ramp.png", ramp)
+    save(tmp_path / "gray" / "ramp_alpha.png", np.dstack([ramp, fill((16, 16), 9)]))
+    save(tmp_path / "rgb" / "1.png", np.dstack([ramp, ramp, ramp]))
+    x, y = epoch(load(tmp_path, model=model_for((16, 16, 1)), val_fraction=0, test_fraction=0, shuffle=False)[0])
+    assert np.array_equal(x[..., 0], np.broadcast_to(ramp, (3, 16, 16)))
 
 
 def test_alpha_is_dropped_unless_the_model_takes_four_channels(tmp_path):

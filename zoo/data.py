@@ -443,17 +443,24 @@ def _decode_file(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
 
 
 def _decode_bytes(data: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """An image file's bytes as uint8 pixels. A JPEG at least twice ``size`` on both sides decodes at 1/2,
-    1/4 or 1/8 scale (JPEG DCT scaling: less work after the entropy decoding), never below ``size``; the
-    resize that follows does the rest."""
+    """An image file's bytes as uint8 pixels, as ``_decode_with_shape`` makes them."""
+    return _decode_with_shape(data, size)[0]
 
-    def jpeg() -> tf.Tensor:
-        scale = tf.reduce_min(tf.io.extract_jpeg_shape(data)[:2] // size)  # how many times too big
+
+def _decode_with_shape(data: tf.Tensor, size: tuple[int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """An image file's bytes as uint8 pixels, and the file's own (height, width, channels). A JPEG at least
+    twice ``size`` on both sides decodes at 1/2, 1/4 or 1/8 scale (JPEG DCT scaling: less work after the
+    entropy decoding), never below ``size``; the resize that follows does the rest."""
+
+    def jpeg() -> tuple[tf.Tensor, tf.Tensor]:
+        shape = tf.io.extract_jpeg_shape(data)
+        scale = tf.reduce_min(shape[:2] // size)  # how many times too big
         step = tf.reduce_sum(tf.cast(scale >= [2, 4, 8], tf.int32))  # ratio 2**step
-        return tf.switch_case(step, [lambda r=r: tf.io.decode_jpeg(data, ratio=r) for r in (1, 2, 4, 8)])
+        return tf.switch_case(step, [lambda r=r: tf.io.decode_jpeg(data, ratio=r) for r in (1, 2, 4, 8)]), shape
 
-    def other() -> tf.Tensor:
-        return tf.io.decode_image(data, expand_animations=False)
+    def other() -> tuple[tf.Tensor, tf.Tensor]:
+        image = tf.io.decode_image(data, expand_animations=False)
+        return image, tf.shape(image)
 
     return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
@@ -475,14 +482,11 @@ def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndar
     return tf.cast(image, tf.float32).numpy()
 
 
-def _checked_shape(data: tf.Tensor, decode_jpeg: bool = True) -> tf.Tensor:
+def _checked_shape(data: tf.Tensor) -> tf.Tensor:
     """The (height, width, channels) of an image file's bytes that decode; an error otherwise. A JPEG is
-    decoded at 1/8 scale (every byte is still read by the same decoder, at a quarter of the cost), or with
-    ``decode_jpeg=False`` only its header is read (the caller decodes it)."""
+    decoded at 1/8 scale (every byte is still read by the same decoder, at a quarter of the cost)."""
 
     def jpeg() -> tf.Tensor:
-        if not decode_jpeg:
-            return tf.io.extract_jpeg_shape(data)
         with tf.control_dependencies([tf.io.decode_jpeg(data, ratio=8)]):
             return tf.io.extract_jpeg_shape(data)
 
@@ -600,16 +604,21 @@ def _drop_undecodable(
     mid-epoch; learn the images' common size and channels on the way. With ``target`` (the pipeline's
     size and channels), also return what it makes of every good file, in order: the images, decoded once."""
     every = np.unique(np.concatenate([idx for _, idx in chosen.values()]))
-    prepare = target and _preparer(_decode_bytes, None, *target)
+    prepare = target and _preparer(None, None, *target)
 
     def check(i: tf.Tensor, path: tf.Tensor):
         data = tf.io.read_file(path)
         if prepare is None:
             return i, _checked_shape(data), 0
-        return i, _checked_shape(data, decode_jpeg=False), prepare(data, 0)[0]
+        image, shape = _decode_with_shape(data, target[0])  # one decoding gives both
+        return i, shape, prepare(image, 0)[0]
 
     ds = tf.data.Dataset.from_tensor_slices(src.paths[every]).enumerate().map(check, num_parallel_calls=AUTOTUNE)
-    found = [*ds.ignore_errors().batch(len(every))]  # one batch: the images in one tensor, not pieces to join
+    # One call per core, untuned: with tf.data's autotuning on, about one such pass in three (TF 2.21, 2 cores)
+    # sat with every core idle for about a second, at any point of the pass; with it off, none in 24.
+    untuned = tf.data.Options()
+    untuned.autotune.enabled = False
+    found = [*ds.ignore_errors().batch(len(every)).with_options(untuned)]  # one batch: one tensor, not pieces to join
     good = every[np.concatenate([np.zeros(0, np.int64), *(i.numpy() for i, _, _ in found)])]
     if not len(good):
         raise DataError(f"no file in {src.name} decodes as an image ({FORMATS})")
@@ -685,11 +694,12 @@ def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     if have is None:  # a decoded file: known per image only
         if channels not in (1, 3):  # then every file has this many (_target checked it)
             return tf.ensure_shape(image, [None, None, channels])
-        return tf.cond(
-            tf.shape(image)[-1] < 3,
-            lambda: _to_channels(tf.ensure_shape(image[..., :1], [None, None, 1]), channels),
-            lambda: _to_channels(tf.ensure_shape(image[..., :3], [None, None, 3]), channels),
-        )
+        # As RGB first, without tf.cond (under half its tracing time): the gray channel repeated
+        # (luminance gives it back exactly: the weights sum to 0.9999 and uint8 rounds down from x * 255.5 / 255),
+        # or RGB(A)'s first three (a tile by 1, which costs nothing).
+        gray = tf.shape(image)[-1] < 3
+        rgb = tf.tile(image[..., : tf.where(gray, 1, 3)], [1, 1, tf.where(gray, 3, 1)])
+        return _to_channels(tf.ensure_shape(rgb, [None, None, 3]), channels)
     if have == channels:
         return image
     if have in (2, 4):
@@ -743,33 +753,35 @@ def _pipeline(
     (decoded files in memory) shuffles positions and gathers whole batches instead of the first four steps."""
     n = max(part.size if idx is None else len(idx), 1)
     shuffle = train and shuffle
+    augmenting = train and bool(layers)
+
+    def finish(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images = tf.cast(images, tf.float32)
+        for layer in layers if augmenting else ():
+            images = layer(images, training=True)
+        return images, labels
+
+    # Augmentation goes one batch at a time: the layers' random state then advances in a fixed order, so seeded
+    # runs repeat.
+    parallel = None if augmenting else AUTOTUNE
     if part.held is not None:  # shuffle positions and gather whole batches: nothing is copied into a buffer
         images, labels = part.held
         ds = tf.data.Dataset.range(part.size)
         ds = ds.shuffle(n, seed=seed) if shuffle else ds
-        ds = ds.batch(batch_size).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
-    else:
-        ds = part.select(idx)
-        if shuffle and not cache:
+        ds = ds.batch(batch_size).map(lambda i: finish(tf.gather(images, i), tf.gather(labels, i)),
+                                      num_parallel_calls=parallel)
+        return ds.prefetch(AUTOTUNE)
+    ds = part.select(idx)
+    if shuffle and not cache:
+        ds = ds.shuffle(n, seed=seed)
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+        if shuffle:
             ds = ds.shuffle(n, seed=seed)
-        ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
-        if cache:
-            ds = ds.cache()
-            if shuffle:
-                ds = ds.shuffle(n, seed=seed)
-        ds = ds.batch(batch_size)
-    if train and layers:
-
-        def augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            images = tf.cast(images, tf.float32)
-            for layer in layers:
-                images = layer(images, training=True)
-            return images, labels
-
-        # One batch at a time: the layers' random state then advances in a fixed order, so seeded runs repeat.
-        ds = ds.map(augment)
-    elif ds.element_spec[0].dtype != tf.string:  # texts go to the model's tokenizer as they are
-        ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if ds.element_spec[0].dtype != tf.string:  # texts go to the model's tokenizer as they are
+        ds = ds.map(finish, num_parallel_calls=parallel)
     return ds.prefetch(AUTOTUNE)
 
 
