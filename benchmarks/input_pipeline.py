@@ -9,13 +9,15 @@ Two rows, each resized to 160x160, batch 32:
 For each row it prints the time to the end of the first (cold) epoch, set-up included (ours scans the
 folder and decodes every file once while checking it, held in memory as uint8; Keras lists the folder
 and decodes in its first epoch), to the end of the third, and a warm epoch (both from memory), with the
-ratios (Keras time / ours: above 1, ours is faster); then the memory an epoch adds to each, measured in
-a new process. Both sides are built afresh for each repeat, so each first epoch is cold (the files
-themselves sit in the OS's page cache for both); the figure is the best of --repeats, since a shared machine
-adds noise (on 2026-12-06 about one run in four, on either side, took about a second longer at the same CPU
-time; on ours that was tf.data's autotuning leaving every core idle for a second of the decoding pass, which
-``load`` now runs untuned: see below). The small row also times a training step fed by our pipeline against
-one fed from in-memory tensors (goal ~1.0: training is not input-bound).
+ratios (Keras time / ours: above 1, ours is faster), twice: in a new process for each side and repeat (what a
+user's first load costs, the first tracing of its functions and tf.data's thread pools included), then in
+this process once each side has loaded before (the pipelines' own work). Then the memory an epoch adds to
+each, measured in a new process. Each first epoch is cold (the files themselves sit in the OS's page cache for
+both); each figure is the best of --repeats, since a shared machine adds noise (on 2026-12-06 about one run
+in four, on either side, took about a second longer at the same CPU time; on ours that was tf.data's
+autotuning leaving every core idle for a second of the decoding pass, which ``load`` now runs untuned: see
+below). The small row also times a training step fed by our pipeline against one fed from in-memory
+tensors (goal ~1.0: training is not input-bound).
 
 The camera row's ceiling (measured 2026-12-02, 2 cores): decoding the 500 files alone takes 2.0 s at full
 scale and 1.7 s at 1/4 scale in TensorFlow (1.65 s with Pillow's ``draft``, two threads), because at
@@ -27,17 +29,19 @@ CPU time.
 
 The rest is set-up and the later epochs (measured 2026-12-07): ours traces its decoding function (0.07 s),
 starts the pass (0.03 s), decodes (1.55 to 1.65 s, both cores busy) and builds the splits' pipelines
-(0.04 s); Keras's first epoch takes 2.25 to 2.55 s. Three changes of 2026-12-07 took about 0.1 s off ours,
-and a second off its slow runs: one decoding per file gives both its pixels and its size (a second function
-read the header before), a grayscale file turns to RGB by a tile rather than a branch (less to trace), and
-the pass runs with tf.data's autotuning off, one call per core (with autotuning on, about one pass in three
-sat a second with every core idle, at the same CPU time; with it off, none in 24). Each later epoch of ours
-gathers and casts the uint8 images to float32 in one map (0.02 s for 500 images) where Keras hands out the
-float32 batches it cached (0.004 s): the price of a cache 4x smaller, which is why the three-epoch ratio
-sits a little below the first epoch's.
+(0.04 s); Keras's first epoch takes 2.25 to 2.55 s. Four changes of 2026-12-07: the pipelines' functions
+are traced as written, without AutoGraph (its rewriting, which changed nothing in them, cost about 0.4 s of a
+user's first load: 2.34 to 2.48 s against 1.95 to 2.00 s, three new processes each); one decoding per file gives both
+its pixels and its size (a second function read the header before); a grayscale file turns to RGB by a tile
+rather than a branch (less to trace); and the pass runs with tf.data's autotuning off, one call per core
+(with autotuning on, about one pass in three sat a second with every core idle, at the same CPU time; with it
+off, none in 24). Each later epoch of ours gathers and casts the uint8 images to float32 in one map (0.02 s
+for 500 images) where Keras hands out the float32 batches it cached (0.004 s): the price of a cache 4x
+smaller, which is why the three-epoch ratio sits a little below the first epoch's.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -109,12 +113,28 @@ def resident_mib() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def in_new_process(what: str, side: str, root: Path) -> str:
+    """The last line this script prints with ``--WHAT-of SIDE FOLDER``, run in a new process."""
+    out = subprocess.run([sys.executable, __file__, f"--{what}-of", side, str(root)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return out.stdout.strip().splitlines()[-1]
+
+
 def memory_mib(side: str, root: Path) -> float:
     """The resident memory one epoch of a pipeline adds (its cache, mostly), measured in a new process so
     that neither side reuses memory the other freed."""
-    out = subprocess.run([sys.executable, __file__, "--memory-of", side, str(root)], capture_output=True,
-                         text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    return float(out.stdout.split()[-1])
+    return float(in_new_process("memory", side, root))
+
+
+def timed_in_new_process(side: str, root: Path) -> dict:
+    """``timed`` as a user's first load sees it: in a new process whose TensorFlow has run one eager op (as
+    building a model does), so each side pays its own first tracing and thread pools."""
+    return json.loads(in_new_process("time", side, root))
+
+
+def measure_time(side: str, root: Path) -> None:
+    tf.constant(1.0) + 1.0
+    print(json.dumps(timed(SIDES[side], root)))
 
 
 def measure_memory(side: str, root: Path) -> None:
@@ -154,27 +174,39 @@ def train_step_ratio(ds: tf.data.Dataset, classes: int, repeats: int) -> tuple[f
 SIDES = {"ours": ours, "keras": keras_pipeline}
 
 
+def print_best(title: str, runs: list[tuple[dict, dict]]) -> None:
+    """Each figure's best over the repeats, ours and Keras's, and their ratio."""
+    print(f"  {title}:")
+    for key in runs[0][0]:
+        o, k = (min(run[i][key] for run in runs) for i in (0, 1))
+        print(f"    {key}: ours {o:.2f} s, keras {k:.2f} s, ratio: {k / o:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a fifth of the images, one repeat")
     parser.add_argument("--memory-of", nargs=2, metavar=("SIDE", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--time-of", nargs=2, metavar=("SIDE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
         return measure_memory(args.memory_of[0], Path(args.memory_of[1]))
+    if args.time_of:
+        return measure_time(args.time_of[0], Path(args.time_of[1]))
     repeats = 1 if args.quick else args.repeats
     for name, (count, low, high) in ROWS.items():
         count = count // 5 if args.quick else count
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             write_jpegs(root, count, low, high)
-            runs = [(timed(ours, root), timed(keras_pipeline, root)) for _ in range(repeats)]  # alternating
-            best = {side: {k: min(run[i][k] for run in runs) for k in runs[0][0]} for i, side in enumerate("ok")}
             print(f"{name}: {count} JPEGs {low}-{high} px a side ({bits_per_pixel(root):.1f} bits a pixel) -> "
                   f"{SIZE[0]}x{SIZE[1]}, batch {BATCH}")
-            for key in best["o"]:
-                o, k = best["o"][key], best["k"][key]
-                print(f"  {key}: ours {o:.2f} s, keras {k:.2f} s, ratio: {k / o:.2f}")
+            fresh = [(timed_in_new_process("ours", root), timed_in_new_process("keras", root))
+                     for _ in range(repeats)]  # alternating
+            print_best("in a new process, as a user's first load", fresh)
+            timed(ours, root), timed(keras_pipeline, root)  # this process's first load of each, not counted
+            again = [(timed(ours, root), timed(keras_pipeline, root)) for _ in range(repeats)]
+            print_best("in a process that has loaded before (first tracing and thread pools paid)", again)
             print(f"  memory an epoch adds (the cache): ours {memory_mib('ours', root):.0f} MiB, "
                   f"keras {memory_mib('keras', root):.0f} MiB; the images as uint8: "
                   f"{count * np.prod(SIZE) * 3 / 2**20:.0f} MiB")
