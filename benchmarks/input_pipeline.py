@@ -35,7 +35,7 @@ user's first load: 2.34 to 2.48 s against 1.95 to 2.00 s, three new processes ea
 its pixels and its size (a second function read the header before); a grayscale file turns to RGB by a tile
 rather than a branch (less to trace); and the pass runs with tf.data's autotuning off, one call per core
 (with autotuning on, about one pass in three sat a second with every core idle, at the same CPU time; with it
-off, none in 24). Each later epoch of ours gathers and casts the uint8 images to float32 in one map (0.02 s
+off, none in 36). Each later epoch of ours gathers and casts the uint8 images to float32 in one map (0.02 s
 for 500 images) where Keras hands out the float32 batches it cached (0.004 s): the price of a cache 4x
 smaller, which is why the three-epoch ratio sits a little below the first epoch's.
 """
