@@ -75,7 +75,7 @@ class _Part:
     size: int
     select: Callable[[np.ndarray | None], tf.data.Dataset]
     read_labels: Callable[[], np.ndarray]
-    held: tuple[tf.Tensor, np.ndarray] | None = None  # images as fed and final labels, in memory: no map, no cache
+    held: tf.Tensor | None = None  # images as fed, in memory, that ``select`` gives (row, final label) pairs of
 
     @functools.cached_property
     def labels(self) -> np.ndarray:
@@ -643,10 +643,9 @@ def _in_memory(
     labels = next(iter(chosen.values()))[0].labels  # a folder has one part; every split is cut from it
     splits = {}
     for s, (_, idx) in chosen.items():
-        x = images if np.array_equal(idx, good) else tf.gather(images, np.searchsorted(good, idx))
         y = labels[idx]
         y = (y if label_map is None else label_map[y]).astype(np.int32)
-        splits[s] = (replace(_slices_part(x, y), held=(x, y)), None)
+        splits[s] = (replace(_slices_part(np.searchsorted(good, idx), y), held=images), None)  # rows: not copied
     return splits
 
 
@@ -750,7 +749,7 @@ def _pipeline(
 ) -> tf.data.Dataset:
     """select -> decode and resize in parallel -> cache -> shuffle (train) -> batch -> augment (train)
     -> float32 -> prefetch. Shuffling comes after the cache so that each epoch has a new order. A held part
-    (decoded files in memory) shuffles positions and gathers whole batches instead of the first four steps."""
+    (decoded files in memory) shuffles its rows and gathers whole batches instead of the first four steps."""
     n = max(part.size if idx is None else len(idx), 1)
     shuffle = train and shuffle
     layers = layers if train else []  # augmentation changes the training split only
@@ -765,11 +764,10 @@ def _pipeline(
     # Augmentation goes one batch at a time: the layers' random state then advances in a fixed order, so seeded
     # runs repeat.
     parallel = None if layers else AUTOTUNE
-    if part.held is not None:  # shuffle positions and gather whole batches: nothing is copied into a buffer
-        images, labels = part.held
-        ds = tf.data.Dataset.range(part.size)
+    if part.held is not None:  # shuffle rows and gather whole batches: nothing is copied into a buffer
+        ds = part.select(None)
         ds = ds.shuffle(n, seed=seed) if shuffle else ds
-        ds = ds.batch(batch_size).map(_as_written(lambda i: finish(tf.gather(images, i), tf.gather(labels, i))),
+        ds = ds.batch(batch_size).map(_as_written(lambda rows, labels: finish(tf.gather(part.held, rows), labels)),
                                       num_parallel_calls=parallel)
         return ds.prefetch(AUTOTUNE)
     ds = part.select(idx)
