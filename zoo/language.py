@@ -119,6 +119,12 @@ class TextPreprocessing(keras.layers.Layer):
         self.built = True
 
     def call(self, texts):
+        return self._tokenize(texts)
+
+    # Traced once a layer, not in each of the train, test and predict steps (0.3 to 0.6 s each for BERT's
+    # tokenizer and packer, a quarter of a short fine-tune): they call the traced function.
+    @tf.function(reduce_retracing=True)
+    def _tokenize(self, texts):
         return self.preprocessor(texts)
 
     def compute_output_spec(self, texts):
