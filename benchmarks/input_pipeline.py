@@ -36,10 +36,12 @@ its pixels and its size (a second function read the header before); a grayscale 
 rather than a branch (less to trace); and the pass runs with tf.data's autotuning off, one call per core
 (with autotuning on, about one pass in three sat a second with every core idle, at the same CPU time; with it
 off, none in 36). Each later epoch of ours gathers and casts the uint8 images to float32 in one map (0.02 s
-for 500 images) where Keras hands out the float32 batches it cached (0.004 s): the price of a cache 4x
-smaller, which is why the three-epoch ratio sits a little below the first epoch's. Since the second review of
-2026-12-07 the splits are rows of the one tensor of decoded images (validation and test were copied out of it:
-0.04 s of a new process's set-up, and ours' cache 130 MiB became 110).
+for 500 images, in a new order) where Keras hands out the float32 batches it cached (0.004 s): the price of a
+cache 4x smaller and of reshuffling, which is why the three-epoch ratio sits a little below the first epoch's.
+(The tutorials' ``.cache()`` comes after the shuffle that ``image_dataset_from_directory`` does, so Keras's
+side gives every later epoch the first one's batches in the first one's order: checked 2026-12-07.)
+Since the second review of 2026-12-07 the splits are rows of the one tensor of decoded images (validation and
+test were copied out of it: 0.04 s of a new process's set-up, and ours' cache 130 MiB became 110).
 """
 
 import argparse
